@@ -1,0 +1,140 @@
+// defer / errdefer / okdefer: callable objects (vectorcall) whose `in` operator explains that the
+// statement form needs prepared code.
+#include <cstddef>
+
+#include "api.hpp"
+#include "module_state.hpp"
+#include "schedule.hpp"
+
+namespace godefer {
+
+namespace {
+
+struct DeferObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Kind kind;
+};
+
+const char* name_of(Kind kind) noexcept {
+    switch (kind) {
+        case Kind::on_error:
+            return "errdefer";
+        case Kind::on_success:
+            return "okdefer";
+        case Kind::always:
+        case Kind::exit_cm:
+            break;
+    }
+    return "defer";
+}
+
+PyObject* defer_vectorcall(PyObject* self, PyObject* const* args, std::size_t nargsf,
+                           PyObject* kwnames) {
+    const auto* d = reinterpret_cast<DeferObject*>(self);
+    const char* who = name_of(d->kind);
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() needs the function to schedule as its first argument: "
+                     "%s(fn, *args, **kwargs)",
+                     who, who);
+        return nullptr;
+    }
+    PyObject* fn = args[0];
+    if (PyCallable_Check(fn) == 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() needs a callable as its first argument, got %.100s object %.200R; "
+                     "pass the function itself, e.g. %s(f.close), not the result of calling it",
+                     who, Py_TYPE(fn)->tp_name, fn, who);
+        return nullptr;
+    }
+    const std::size_t count =
+        static_cast<std::size_t>(nargs - 1) +
+        static_cast<std::size_t>(kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (schedule(state_from_type(Py_TYPE(self)), d->kind, fn, args + 1, count, kwnames, who) < 0) {
+        return nullptr;
+    }
+    return Py_NewRef(fn);
+}
+
+// `f(x) in defer` reaches this only when the statement was not rewritten by preparation: by then
+// f(x) has already run.
+int defer_contains(PyObject* self, PyObject* value) {
+    const auto* d = reinterpret_cast<DeferObject*>(self);
+    const char* who = name_of(d->kind);
+    PyErr_Format(state_from_type(Py_TYPE(self))->not_prepared_error,
+                 "`CALL in %s` ran in code that godefer did not prepare, so the call on the left "
+                 "has already happened (it returned %.200R) and nothing was scheduled. The "
+                 "statement form only works in prepared code: import the module normally so "
+                 "godefer's import hook prepares it, or decorate the function with @scope; in "
+                 "code without source (exec strings) write %s(fn, *args) instead",
+                 who, value, who);
+    return -1;
+}
+
+PyObject* defer_repr(PyObject* self) {
+    return PyUnicode_FromFormat("<godefer.%s>", name_of(reinterpret_cast<DeferObject*>(self)->kind));
+}
+
+PyMemberDef defer_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(DeferObject, vectorcall), Py_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+PyType_Slot defer_slots[] = {
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_sq_contains, reinterpret_cast<void*>(defer_contains)},
+    {Py_tp_repr, reinterpret_cast<void*>(defer_repr)},
+    {Py_tp_members, defer_members},
+    {Py_tp_doc, const_cast<char*>(
+                    "defer(fn, /, *args, **kwargs): schedule fn(*args, **kwargs) for the exit of "
+                    "the calling code block; returns fn.")},
+    {0, nullptr},
+};
+
+PyType_Spec defer_spec = {
+    "godefer._core.Defer",
+    sizeof(DeferObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE |
+        Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    defer_slots,
+};
+
+}  // namespace
+
+PyTypeObject* make_defer_type(PyObject* module) {
+    return reinterpret_cast<PyTypeObject*>(PyType_FromModuleAndSpec(module, &defer_spec, nullptr));
+}
+
+PyObject* make_defer_instance(PyTypeObject* type, int kind) {
+    auto* d = PyObject_New(DeferObject, type);
+    if (d == nullptr) {
+        return nullptr;
+    }
+    d->vectorcall = defer_vectorcall;
+    d->kind = static_cast<Kind>(kind);
+    return reinterpret_cast<PyObject*>(d);
+}
+
+PyObject* adefer(PyObject* module, PyObject* const* /*args*/, Py_ssize_t /*nargs*/,
+                 PyObject* /*kwnames*/) {
+    PyErr_SetString(module_state(module)->not_prepared_error,
+                    "adefer() needs prepared code: awaiting a deferred coroutine when an async "
+                    "function exits requires godefer to prepare that function (import its module "
+                    "normally so the import hook prepares it, or decorate it with @scope); "
+                    "nothing was scheduled");
+    return nullptr;
+}
+
+PyObject* ascoped(PyObject* module, PyObject* const* /*args*/, Py_ssize_t /*nargs*/) {
+    PyErr_SetString(module_state(module)->not_prepared_error,
+                    "ascoped() needs prepared code: entering and exiting an asynchronous context "
+                    "manager without `async with` requires godefer to prepare the async function "
+                    "(import its module normally so the import hook prepares it, or decorate it "
+                    "with @scope); nothing was entered or scheduled");
+    return nullptr;
+}
+
+}  // namespace godefer

@@ -1,0 +1,227 @@
+// scope() blocks and scoped(obj).
+#include "api.hpp"
+#include "module_state.hpp"
+#include "schedule.hpp"
+#include "unwind.hpp"
+
+namespace godefer {
+
+namespace {
+
+// Binds a special method found on the type to `obj`, as the `with` statement looks it up.
+Ref lookup_special(PyObject* obj, PyObject* name) {
+    PyObject* descr = _PyType_Lookup(Py_TYPE(obj), name);
+    if (descr == nullptr) {
+        return {};
+    }
+    descrgetfunc get = Py_TYPE(descr)->tp_descr_get;
+    if (get == nullptr) {
+        return Ref::borrow(descr);
+    }
+    return Ref::steal(get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj))));
+}
+
+}  // namespace
+
+PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "scoped() takes exactly one argument (%zd given)", nargs);
+        return nullptr;
+    }
+    ModuleState* st = module_state(module);
+    PyObject* obj = args[0];
+    Ref exit = lookup_special(obj, st->str_exit);
+    Ref enter = exit ? lookup_special(obj, st->str_enter) : Ref{};
+    if (PyErr_Occurred() != nullptr) {
+        return nullptr;
+    }
+    if (enter && exit) {
+        Ref value = Ref::steal(PyObject_CallNoArgs(enter.get()));
+        if (!value) {
+            return nullptr;  // like `with`: an __enter__ that raises schedules nothing
+        }
+        if (schedule(st, Kind::exit_cm, exit.get(), nullptr, 0, nullptr, "scoped") < 0) {
+            // Entered but not scheduled: exit now, as `with` would on an exception at this line.
+            Ref exc = compat::fetch_exception();
+            PyObject* t = reinterpret_cast<PyObject*>(Py_TYPE(exc.get()));
+            Ref tb = Ref::steal(PyException_GetTraceback(exc.get()));
+            Ref ignored = Ref::steal(PyObject_CallFunctionObjArgs(
+                exit.get(), t, exc.get(), tb ? tb.get() : Py_None, nullptr));
+            if (!ignored) {
+                return nullptr;
+            }
+            compat::restore_exception(std::move(exc));
+            return nullptr;
+        }
+        return value.release();
+    }
+    Ref close = Ref::steal(PyObject_GetAttr(obj, st->str_close));
+    if (close && PyCallable_Check(close.get()) != 0) {
+        if (schedule(st, Kind::always, close.get(), nullptr, 0, nullptr, "scoped") < 0) {
+            return nullptr;
+        }
+        return Py_NewRef(obj);
+    }
+    if (!close && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return nullptr;
+    }
+    PyErr_Clear();
+    const bool async_cm = PyObject_HasAttrString(obj, "__aenter__") != 0;
+    PyErr_Format(PyExc_TypeError,
+                 "scoped() needs a context manager (__enter__ and __exit__) or an object with a "
+                 "close() method; got %.100s object%s",
+                 Py_TYPE(obj)->tp_name,
+                 async_cm ? ", an asynchronous context manager: use `await ascoped(cm)` in an "
+                            "async function"
+                          : "");
+    return nullptr;
+}
+
+// ---- with scope(): -------------------------------------------------------------------------
+
+namespace {
+
+struct BlockScopeObject {
+    PyObject_HEAD
+    PyObject* frame;  // the frame whose block this is, while entered
+    compat::FrameKey key;
+    std::size_t depth;  // number of open blocks in that frame, this one included
+};
+
+PyObject* block_enter(PyObject* self, PyObject* /*unused*/) {
+    auto* b = reinterpret_cast<BlockScopeObject*>(self);
+    if (b->frame != nullptr) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this scope() is already open; use a new scope() for each with block");
+        return nullptr;
+    }
+    ModuleState* st = state_from_type(Py_TYPE(self));
+    Scope* scope = calling_scope(st, "scope");
+    if (scope == nullptr) {
+        return nullptr;
+    }
+    scope->marks.push_back(scope->size());
+    b->frame = Py_NewRef(scope->frame);
+    b->key = scope->key;
+    b->depth = scope->marks.size();
+    return Py_NewRef(self);
+}
+
+PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    auto* b = reinterpret_cast<BlockScopeObject*>(self);
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", nargs);
+        return nullptr;
+    }
+    ModuleState* st = state_from_type(Py_TYPE(self));
+    Scope* scope = b->frame != nullptr ? st->table->find(b->key) : nullptr;
+    if (scope == nullptr || scope->frame != b->frame || scope->marks.size() != b->depth) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "scope() blocks must be exited in the frame, and in the order, in which "
+                        "they were entered; use them only as `with scope():`");
+        return nullptr;
+    }
+    const std::size_t floor = scope->marks.back();
+    scope->marks.pop_back();
+    Py_CLEAR(b->frame);
+    PyObject* in_flight = args[1] != Py_None ? args[1] : nullptr;
+    Ref final = drain(st, *scope, floor, Ref::borrow(in_flight), true);
+    release_if_empty(st, scope);
+    if (final.get() == in_flight) {
+        Py_RETURN_FALSE;  // nothing raised, or the original exception goes on
+    }
+    if (!final) {
+        Py_RETURN_TRUE;  // recovered, or suppressed by a scoped() context manager
+    }
+    compat::restore_exception(std::move(final));
+    return nullptr;
+}
+
+// `@scope()` as well as `@scope`: calling an unopened scope() with a function returns it.
+PyObject* block_call(PyObject* self, PyObject* args, PyObject* kwargs) {
+    if (reinterpret_cast<BlockScopeObject*>(self)->frame == nullptr && kwargs == nullptr &&
+        PyTuple_GET_SIZE(args) == 1 && PyCallable_Check(PyTuple_GET_ITEM(args, 0)) != 0) {
+        return Py_NewRef(PyTuple_GET_ITEM(args, 0));
+    }
+    PyErr_SetString(PyExc_TypeError,
+                    "a scope() object is called only as a decorator: `@scope()` on a function");
+    return nullptr;
+}
+
+int block_traverse(PyObject* self, visitproc visit, void* arg) {
+    Py_VISIT(reinterpret_cast<BlockScopeObject*>(self)->frame);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+int block_clear(PyObject* self) {
+    Py_CLEAR(reinterpret_cast<BlockScopeObject*>(self)->frame);
+    return 0;
+}
+
+void block_dealloc(PyObject* self) {
+    PyTypeObject* tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    block_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+PyMethodDef block_methods[] = {
+    {"__enter__", block_enter, METH_NOARGS, nullptr},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(block_exit)),
+     METH_FASTCALL, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyType_Slot block_slots[] = {
+    {Py_tp_methods, block_methods},
+    {Py_tp_call, reinterpret_cast<void*>(block_call)},
+    {Py_tp_traverse, reinterpret_cast<void*>(block_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(block_clear)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(block_dealloc)},
+    {Py_tp_doc, const_cast<char*>("A block scope: `with scope():` runs the calls deferred in the "
+                                  "block when the block exits.")},
+    {0, nullptr},
+};
+
+PyType_Spec block_spec = {
+    "godefer._core.BlockScope",
+    sizeof(BlockScopeObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+        Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    block_slots,
+};
+
+}  // namespace
+
+PyTypeObject* make_block_scope_type(PyObject* module) {
+    return reinterpret_cast<PyTypeObject*>(PyType_FromModuleAndSpec(module, &block_spec, nullptr));
+}
+
+PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs == 1 && PyCallable_Check(args[0]) != 0) {
+        // @scope: every function is a scope already; preparing it ahead of its first call is the
+        // prepared-code path's job, so on this path the function is returned as it is.
+        return Py_NewRef(args[0]);
+    }
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scope() takes no arguments (`with scope():`), or a function to decorate "
+                        "(`@scope`)");
+        return nullptr;
+    }
+    ModuleState* st = module_state(module);
+    auto* b = PyObject_GC_New(BlockScopeObject, st->block_scope_type);
+    if (b == nullptr) {
+        return nullptr;
+    }
+    b->frame = nullptr;
+    b->key = nullptr;
+    b->depth = 0;
+    PyObject_GC_Track(b);
+    return reinterpret_cast<PyObject*>(b);
+}
+
+}  // namespace godefer

@@ -1,0 +1,149 @@
+// Every per-version difference of the CPython internals the core touches lives here.
+//
+// Supported: CPython 3.11, 3.12, 3.13. The rest of the core sees only these helpers.
+#pragma once
+
+#include <Python.h>
+#include <frameobject.h>
+
+#include <cstdint>
+
+#include "pyref.hpp"
+
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+#include <opcode.h>
+#endif
+
+#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
+#error "godefer supports CPython 3.11, 3.12 and 3.13"
+#endif
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define GODEFER_USE_MONITORING 1  // sys.monitoring (PEP 669) exit hooks
+#else
+#define GODEFER_USE_TRACING 1  // chained C trace/profile functions (3.11)
+#endif
+
+namespace godefer::compat {
+
+// A frame's identity in the scope table. 3.11 hooks receive PyFrameObject*, so the frame object
+// is the key there; 3.12+ monitoring callbacks receive no frame, and the interpreter frame
+// pointer is readable without materialising a frame object, so it is the key there. Either way
+// the table also holds a strong reference to the frame object and checks it before firing, so a
+// record can never fire for another frame that reuses the same memory.
+using FrameKey = const void*;
+
+#if PY_VERSION_HEX >= 0x030D0000
+inline FrameKey current_frame_key(PyThreadState* tstate) noexcept {
+    return tstate->current_frame;
+}
+#elif PY_VERSION_HEX >= 0x030C0000
+inline FrameKey current_frame_key(PyThreadState* tstate) noexcept {
+    return tstate->cframe->current_frame;
+}
+#endif
+
+// Exception fetch/restore as one object, with its traceback attached.
+inline Ref fetch_exception() noexcept {
+#if PY_VERSION_HEX >= 0x030C0000
+    return Ref::steal(PyErr_GetRaisedException());
+#else
+    PyObject* type = nullptr;
+    PyObject* value = nullptr;
+    PyObject* tb = nullptr;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == nullptr) {
+        return {};
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != nullptr && value != nullptr) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return Ref::steal(value);
+#endif
+}
+
+// Sets `exc` (may be null: no-op) as the raised exception, consuming the reference.
+inline void restore_exception(Ref exc) noexcept {
+    if (!exc) {
+        return;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc.release());
+#else
+    PyObject* value = exc.release();
+    PyObject* type = Py_NewRef(reinterpret_cast<PyObject*>(Py_TYPE(value)));
+    PyErr_Restore(type, value, PyException_GetTraceback(value));
+#endif
+}
+
+#ifdef GODEFER_USE_TRACING
+// 3.11 gives list/set/dict comprehensions a frame of their own; scopes must not see it.
+inline bool is_comprehension_code(PyCodeObject* code) noexcept {
+    static const char* const names[] = {"<listcomp>", "<setcomp>", "<dictcomp>"};
+    for (const char* name : names) {
+        if (PyUnicode_CompareWithASCIIString(code->co_name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// True when a 3.11 PyTrace_RETURN event for `frame` is a yield (generator, coroutine or async
+// generator suspending), not an exit. YIELD_VALUE marks the generator suspended before it
+// reports the event. FRAME_SUSPENDED is -1 in 3.11's pycore_frame.h.
+inline bool is_suspending(PyFrameObject* frame) noexcept {
+    constexpr int8_t frame_suspended = -1;
+    Ref gen = Ref::steal(PyFrame_GetGenerator(frame));
+    if (!gen) {
+        return false;
+    }
+    return reinterpret_cast<PyGenObject*>(gen.get())->gi_frame_state == frame_suspended;
+}
+#endif
+
+// CPython 3.13.0-3.13.9 skip a generator's frame entirely on close() when it is suspended at a
+// yield outside any try block (gh-140373), so no PY_UNWIND event reports the exit. The shortcut
+// reads a bit of the RESUME oparg after each yield; clearing that bit in a code object that has
+// pending runtime-path deferred calls makes close() throw GeneratorExit into the frame as every
+// other version does. The bit has no other reader.
+inline bool needs_close_shortcut_patch() noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_Version < 0x030D0A00;
+#else
+    return false;
+#endif
+}
+
+inline int disable_close_shortcut(PyCodeObject* code) noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+    constexpr int resume_location_mask = 0x3;
+    constexpr int resume_depth1_mask = 0x4;
+    Ref bytes = Ref::steal(PyCode_GetCode(code));
+    if (!bytes) {
+        return -1;
+    }
+    const auto* raw = reinterpret_cast<const uint8_t*>(PyBytes_AS_STRING(bytes.get()));
+    const Py_ssize_t size = PyBytes_GET_SIZE(bytes.get());
+    auto* live = reinterpret_cast<uint8_t*>(code->co_code_adaptive);
+    for (Py_ssize_t i = 0; i + 1 < size; i += 2) {
+        const int arg = raw[i + 1];
+        if (raw[i] == RESUME && (arg & resume_depth1_mask) != 0 &&
+            (arg & resume_location_mask) != 0) {
+            live[i + 1] = static_cast<uint8_t>(arg & ~resume_depth1_mask);
+        }
+    }
+#else
+    (void)code;
+#endif
+    return 0;
+}
+
+}  // namespace godefer::compat

@@ -1,0 +1,257 @@
+#include "unwind.hpp"
+
+#include <algorithm>
+
+#include "exit_hooks.hpp"
+
+namespace godefer {
+
+namespace {
+
+// Restores sys.exception() to what it was when the drain started, whatever the calls did.
+class HandledExceptionGuard {
+   public:
+    HandledExceptionGuard() noexcept : saved_(Ref::steal(PyErr_GetHandledException())) {}
+    HandledExceptionGuard(const HandledExceptionGuard&) = delete;
+    HandledExceptionGuard& operator=(const HandledExceptionGuard&) = delete;
+    HandledExceptionGuard(HandledExceptionGuard&&) = delete;
+    HandledExceptionGuard& operator=(HandledExceptionGuard&&) = delete;
+    ~HandledExceptionGuard() { PyErr_SetHandledException(saved_.get()); }
+
+    // Inside a `finally:` sys.exception() is the exception in flight, or else the enclosing one.
+    void show(PyObject* in_flight) const noexcept {
+        PyErr_SetHandledException(in_flight != nullptr ? in_flight : saved_.get());
+    }
+
+   private:
+    Ref saved_;
+};
+
+// Marks `scope` as being drained for recover()/result() for the lifetime of the object.
+class DrainRegistration {
+   public:
+    DrainRegistration(ScopeTable& table, Scope& scope, UnwindState& state)
+        : table_(table), scope_(scope) {
+        state.outer = scope.unwinding;
+        scope.unwinding = &state;
+        table.draining.push_back(&scope);
+    }
+    DrainRegistration(const DrainRegistration&) = delete;
+    DrainRegistration& operator=(const DrainRegistration&) = delete;
+    DrainRegistration(DrainRegistration&&) = delete;
+    DrainRegistration& operator=(DrainRegistration&&) = delete;
+    ~DrainRegistration() {
+        scope_.unwinding = scope_.unwinding->outer;
+        auto it = std::find(table_.draining.rbegin(), table_.draining.rend(), &scope_);
+        if (it != table_.draining.rend()) {
+            table_.draining.erase(std::next(it).base());
+        }
+    }
+
+   private:
+    ScopeTable& table_;
+    Scope& scope_;
+};
+
+bool should_run(Kind kind, bool exception_in_flight) noexcept {
+    switch (kind) {
+        case Kind::on_error:
+            return exception_in_flight;
+        case Kind::on_success:
+            return !exception_in_flight;
+        case Kind::always:
+        case Kind::exit_cm:
+            return true;
+    }
+    return true;
+}
+
+// Calls the bound cm.__exit__(type, value, tb); a true result stops the exception where that is possible.
+void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
+    PyObject* exc = state.exc.get();
+    Ref tb = exc != nullptr ? Ref::steal(PyException_GetTraceback(exc)) : Ref{};
+    PyObject* args[3] = {exc != nullptr ? reinterpret_cast<PyObject*>(Py_TYPE(exc)) : Py_None,
+                         exc != nullptr ? exc : Py_None, tb ? tb.get() : Py_None};
+    Ref res = Ref::steal(PyObject_Vectorcall(entry.fn, args, 3, nullptr));
+    if (!res) {
+        state.exc = compat::fetch_exception();
+        return;
+    }
+    if (exc == nullptr) {
+        return;
+    }
+    const int suppress = PyObject_IsTrue(res.get());
+    if (suppress < 0) {
+        state.exc = compat::fetch_exception();
+    } else if (suppress == 1) {
+        if (state.block) {
+            state.exc.reset();
+        } else {
+            // sys.exception() is still the exception in flight, so it becomes the __context__.
+            PyErr_SetString(st->not_prepared_error,
+                            "a context manager entered with scoped() suppressed an exception, "
+                            "but this function is not prepared code, so godefer cannot stop the "
+                            "exception leaving it; use `with scope():` around the code, or let "
+                            "godefer prepare the module (import it normally, or use @scope)");
+            state.exc = compat::fetch_exception();
+        }
+    }
+}
+
+}  // namespace
+
+Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block) {
+    UnwindState state;
+    state.exc = std::move(exc);
+    state.block = block;
+    DrainRegistration registration(*st->table, scope, state);
+    HandledExceptionGuard handled;
+    while (scope.size() > floor) {
+        PoppedEntry entry;
+        scope.pop(entry);
+        if (!should_run(entry.kind, static_cast<bool>(state.exc))) {
+            continue;
+        }
+        handled.show(state.exc.get());
+        if (entry.kind == Kind::exit_cm) {
+            call_exit(st, entry, state);
+            continue;
+        }
+        const std::size_t positional =
+            entry.nargs - (entry.kwnames != nullptr ? PyTuple_GET_SIZE(entry.kwnames) : 0);
+        PyObject* res = PyObject_Vectorcall(entry.fn, entry.args(), positional, entry.kwnames);
+        if (res == nullptr) {
+            state.exc = compat::fetch_exception();
+        } else {
+            Py_DECREF(res);
+        }
+    }
+    return std::move(state.exc);
+}
+
+void release_if_empty(ModuleState* st, Scope* scope) noexcept {
+    if (scope->empty() && !scope->armed && scope->unwinding == nullptr) {
+        st->table->erase(scope);
+    }
+}
+
+Ref finish_frame(ModuleState* st, Scope* scope, PyObject* exc) {
+    Ref final = drain(st, *scope, 0, Ref::borrow(exc), false);
+    if (scope->unwinding == nullptr) {
+        scope->marks.clear();
+        if (scope->armed) {
+            disarm_frame_exit(st, scope);
+        }
+        st->table->erase(scope);
+    }
+    return final;
+}
+
+namespace {
+
+// The scope whose deferred callable is the caller of the running C function, or null. "Directly"
+// as Go means it: the caller's own frame must have been called by the drain (C wrappers such as
+// functools.partial in between are fine), so a helper deeper down, or recover deferred by itself,
+// finds nothing.
+Scope* scope_asking(ModuleState* st) {
+    PyFrameObject* caller = PyEval_GetFrame();
+    if (caller == nullptr || st->table->draining.empty()) {
+        return nullptr;
+    }
+    auto& draining = st->table->draining;
+    for (Scope* scope : draining) {
+        if (scope->frame == reinterpret_cast<PyObject*>(caller)) {
+            return nullptr;  // called by the drain itself, e.g. defer(recover)
+        }
+    }
+    Ref back = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetBack(caller)));
+    if (!back) {
+        return nullptr;
+    }
+    for (auto it = draining.rbegin(); it != draining.rend(); ++it) {
+        if ((*it)->frame == back.get()) {
+            return *it;
+        }
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+PyObject* recover(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    Scope* scope = scope_asking(st);
+    if (scope == nullptr || !scope->unwinding->exc) {
+        Py_RETURN_NONE;
+    }
+    UnwindState& state = *scope->unwinding;
+    PyObject* exc = state.exc.get();
+    bool matches = false;
+    if (nargs == 0) {
+        matches = PyObject_TypeCheck(exc, reinterpret_cast<PyTypeObject*>(PyExc_Exception)) != 0;
+    } else {
+        for (Py_ssize_t i = 0; i < nargs && !matches; ++i) {
+            const int r = PyObject_IsInstance(exc, args[i]);
+            if (r < 0) {
+                return nullptr;
+            }
+            matches = r == 1;
+        }
+    }
+    if (!matches) {
+        Py_RETURN_NONE;
+    }
+    if (!state.block) {
+        PyErr_SetString(st->not_prepared_error,
+                        "recover() cannot stop this exception: the function it is leaving is not "
+                        "prepared code, and on that path godefer only sees the exit after the "
+                        "exception has left; prepare the code (import its module normally so the "
+                        "import hook prepares it, or decorate the function with @scope), or put "
+                        "the code in a `with scope():` block");
+        return nullptr;
+    }
+    return state.exc.release();
+}
+
+PyObject* result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) {
+    if (nargs != 0) {
+        PyErr_Format(PyExc_TypeError, "result() takes no arguments (%zd given)", nargs);
+        return nullptr;
+    }
+    ModuleState* st = module_state(module);
+    if (scope_asking(st) != nullptr) {
+        PyErr_SetString(st->not_prepared_error,
+                        "result() needs prepared code: this deferred call runs for a function "
+                        "that godefer did not prepare, so its return value cannot be read or "
+                        "replaced; import its module normally (the import hook prepares it) or "
+                        "decorate the function with @scope");
+        return nullptr;
+    }
+    PyErr_SetString(PyExc_LookupError,
+                    "result() is only available inside a deferred call of a function that is "
+                    "returning");
+    return nullptr;
+}
+
+PyObject* set_result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "set_result() takes exactly one argument (%zd given)",
+                     nargs);
+        return nullptr;
+    }
+    ModuleState* st = module_state(module);
+    if (scope_asking(st) != nullptr) {
+        PyErr_SetString(st->not_prepared_error,
+                        "set_result() needs prepared code: this deferred call runs for a function "
+                        "that godefer did not prepare, so its return value cannot be replaced; "
+                        "import its module normally (the import hook prepares it) or decorate "
+                        "the function with @scope");
+        return nullptr;
+    }
+    PyErr_SetString(PyExc_LookupError,
+                    "set_result() is only available inside a deferred call of a function that "
+                    "is exiting");
+    return nullptr;
+}
+
+}  // namespace godefer

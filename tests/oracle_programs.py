@@ -1,0 +1,1001 @@
+"""Random programs for the try/finally oracle (DESIGN.md section 2, "Exceptions - the oracle").
+
+A seeded generator builds small programs in a tiny IR; renderers turn one program into
+
+* the **godefer form** (``defer`` / ``errdefer`` / ``okdefer`` and ``with scope():``),
+* the **try/finally form**: the same program hand-translated to nested ``try`` statements, plain
+  Python without godefer. This is the oracle: every scheduled call opens a ``try:`` at the point
+  of scheduling whose ``finally:`` makes the call, with the rest of the block nested inside,
+* the **fake form**: the godefer form run against :class:`FakeGodefer`, a small pure-Python
+  model of the semantics (an explicit LIFO stack per scope). It exists only to check the
+  generator and the renderers themselves (the fake must agree with the oracle, and deliberately
+  broken variants of it must not).
+
+Every rendering is a complete module defining ``run(rec)``: ``rec(*values)`` records an event.
+:func:`render_godefer_module` is the entry point for writing a program to a ``.py`` file and
+importing it (prepared code); :func:`run_source` executes a rendering from a source string
+(godefer's runtime path) and returns an :class:`Outcome` that can be compared with ``==``.
+
+Reproduce one program from the command line::
+
+    python tests/oracle_programs.py --seed 20250521 --index 17 --style godefer
+
+Translation rules (the oracle), for a statement ``K(fn, args)`` followed by ``REST`` in a scope:
+
+* ``defer``:    ``try: REST`` / ``finally: fn(args)``
+* ``errdefer``: ``try: REST`` / ``except BaseException: fn(args); raise``
+* ``okdefer``:  ``ok = True; try: REST`` / ``except BaseException: ok = False; raise`` /
+  ``finally: if ok: fn(args)``. (Not ``try/else``: ``else`` is skipped by ``return``,
+  ``break`` and ``continue``, which are successful exits. Not ``sys.exception() is None``
+  either: inside an ``except`` handler that names the *handled* exception, which is not in
+  flight through this scope.)
+
+Arguments that are variables are captured in temporaries before the ``try`` (Go evaluates
+callee and arguments when the call is scheduled). ``with scope():`` translates to its body
+inlined in place: ``break`` / ``continue`` / ``return`` run the enclosing ``finally`` blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+DEFAULT_SEED = 20250521
+MAX_DEPTH = 3  # nesting of scope / for / try blocks inside a function body
+MAX_STMTS = 8  # statements per block
+MAX_FUNCS = 4
+KINDS = ("defer", "errdefer", "okdefer")
+KIND_PREFIX = {"defer": "d", "errdefer": "e", "okdefer": "o"}
+EXC_CLASSES = {"E1": "Exception", "E2": "Exception", "E3": "LookupError", "B1": "BaseException"}
+CATCH_CHOICES = (("E1",), ("E1", "E2"), ("LookupError",), ("Exception",))
+STYLES = ("godefer", "tryfinally", "fake")
+
+# --------------------------------------------------------------------------------------------
+# IR
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cond:
+    var: str  # "x" (function argument), "n" (counter) or a loop variable "i<depth>"
+    value: int
+
+    def render(self) -> str:
+        return f"{self.var} == {self.value}"
+
+
+@dataclass(frozen=True)
+class Rec:
+    tag: str
+    arg: str | None = None  # rec("tag"[, arg])
+
+
+@dataclass(frozen=True)
+class Inc:
+    """``n += 1``: changes what later ``defer(..., n)`` capture."""
+
+
+@dataclass(frozen=True)
+class Raise:
+    cls: str
+    msg: str
+    cond: Cond | None = None
+
+
+@dataclass(frozen=True)
+class Return:
+    value: str  # an expression: a string literal or "n"
+    cond: Cond | None = None
+
+
+@dataclass(frozen=True)
+class Break:
+    cond: Cond | None = None
+
+
+@dataclass(frozen=True)
+class Continue:
+    cond: Cond | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """``rec(tag, f<fn>(rec, arg))``: a nested call of another generated function."""
+
+    tag: str
+    fn: int
+    arg: str
+
+
+@dataclass(frozen=True)
+class RecT:
+    """Deferred ``rec("tag"[, arg])``: the callee is the recorder itself."""
+
+    tag: str
+    arg: str | None = None
+
+
+@dataclass(frozen=True)
+class ObsT:
+    """Deferred ``obs(rec, "tag", arg)``: records ``repr(sys.exception())`` at call time."""
+
+    tag: str
+    arg: str | None = None
+    kw: bool = False  # pass arg as ``val=arg``
+
+
+@dataclass(frozen=True)
+class BoomT:
+    """Deferred ``boom(rec, "tag", cls, "msg")``: records sys.exception(), then raises."""
+
+    tag: str
+    cls: str
+    msg: str
+
+
+@dataclass(frozen=True)
+class FnT:
+    """Deferred ``f<fn>(rec, arg)``: another generated function (with its own defers)."""
+
+    fn: int
+    arg: str
+
+
+Target = RecT | ObsT | BoomT | FnT
+
+
+@dataclass(frozen=True)
+class Defer:
+    kind: str  # "defer" | "errdefer" | "okdefer"
+    target: Target
+    site: int  # unique per program: names the temporaries of the translation
+
+
+@dataclass(frozen=True)
+class Scope:
+    body: tuple
+
+
+@dataclass(frozen=True)
+class For:
+    var: str
+    count: int
+    body: tuple
+
+
+@dataclass(frozen=True)
+class Try:
+    """``try: body`` / ``except catch as _e<site>: rec(tag, chain(_e)); handler``."""
+
+    body: tuple
+    catch: tuple
+    tag: str
+    site: int
+    handler: tuple
+
+
+Stmt = Rec | Inc | Raise | Return | Break | Continue | Call | Defer | Scope | For | Try
+
+
+@dataclass(frozen=True)
+class Function:
+    index: int
+    body: tuple
+
+
+@dataclass(frozen=True)
+class Program:
+    functions: tuple  # of Function; functions[0] is f0, the entry
+    entry_arg: int  # run(rec) returns f0(rec, entry_arg)
+
+    def function(self, index: int) -> Function:
+        for f in self.functions:
+            if f.index == index:
+                return f
+        raise KeyError(index)
+
+
+# --------------------------------------------------------------------------------------------
+# Generator
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    fn: int
+    nfuncs: int
+    depth: int
+    loops: tuple  # ((var, count), ...) of the enclosing for loops in this function
+    scope_level: bool  # statements here belong directly to a scope: defers allowed
+
+
+class _Generator:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.counter = 0
+
+    def fresh(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def program(self) -> Program:
+        nfuncs = self.rng.choice((1, 2, 2, 3, 3, 4))
+        funcs = []
+        for k in range(nfuncs):
+            ctx = _Ctx(fn=k, nfuncs=nfuncs, depth=0, loops=(), scope_level=True)
+            funcs.append(Function(k, self.block(ctx)))
+        return Program(tuple(funcs), self.rng.randrange(3))
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def cond(self, ctx: _Ctx) -> Cond:
+        r = self.rng
+        options = [("x", 0, 3), ("n", 1, 3)] + [(v, 0, c) for v, c in ctx.loops]
+        var, low, top = r.choice(options)
+        return Cond(var, r.randrange(low, top))
+
+    def argexpr(self, ctx: _Ctx) -> str:
+        r = self.rng
+        options = [str(r.randrange(10)), "n", "x"] + [v for v, _ in ctx.loops]
+        return r.choice(options)
+
+    def target(self, ctx: _Ctx, kind: str) -> Target:
+        r = self.rng
+        tag = f"{KIND_PREFIX[kind]}{self.fresh()}"
+        weights = {"rec": 2.0, "obs": 3.0, "boom": 1.5}
+        if ctx.fn + 1 < ctx.nfuncs:
+            weights["fn"] = 1.2
+        what = r.choices(list(weights), weights=list(weights.values()))[0]
+        if what == "rec":
+            return RecT(tag, self.argexpr(ctx) if r.random() < 0.5 else None)
+        if what == "obs":
+            arg = self.argexpr(ctx) if r.random() < 0.5 else None
+            return ObsT(tag, arg, kw=arg is not None and r.random() < 0.5)
+        if what == "boom":
+            return BoomT(tag, self.exc_class(), f"m{self.fresh()}")
+        return FnT(r.randint(ctx.fn + 1, ctx.nfuncs - 1), self.argexpr(ctx))
+
+    def exc_class(self) -> str:
+        return self.rng.choices(("E1", "E2", "E3", "B1"), weights=(3, 2, 1.5, 1))[0]
+
+    def return_value(self) -> str:
+        return "n" if self.rng.random() < 0.2 else repr(f"v{self.fresh()}")
+
+    # -- blocks ---------------------------------------------------------------------------
+
+    def block(self, ctx: _Ctx, *, allow_empty: bool = False) -> tuple:
+        r = self.rng
+        if ctx.depth == 0:
+            length = r.randint(2, 7)
+        else:
+            length = r.randint(0 if allow_empty else 1, 4)
+        stmts = [self.stmt(ctx) for _ in range(length)]
+        # Sometimes end the block with an unconditional exit.
+        x = r.random()
+        if x < 0.12:
+            stmts.append(Raise(self.exc_class(), f"m{self.fresh()}"))
+        elif x < 0.22:
+            stmts.append(Return(self.return_value()))
+        elif ctx.loops and x < 0.27:
+            stmts.append(Break())
+        elif ctx.loops and x < 0.32:
+            stmts.append(Continue())
+        return tuple(stmts[:MAX_STMTS])
+
+    def stmt(self, ctx: _Ctx) -> Stmt:
+        r = self.rng
+        weights: dict[str, float] = {"rec": 3, "inc": 1.2, "raise": 1.3, "return": 1}
+        if ctx.fn + 1 < ctx.nfuncs:
+            weights["call"] = 1.5
+        if ctx.scope_level:
+            weights["defer"] = 6.5
+        if ctx.depth < MAX_DEPTH:
+            weights.update({"scope": 2, "for": 1, "try": 1.3})
+        if ctx.loops:
+            weights.update({"break": 0.8, "continue": 0.8})
+        what = r.choices(list(weights), weights=list(weights.values()))[0]
+        if what == "rec":
+            return Rec(f"r{self.fresh()}", self.argexpr(ctx) if r.random() < 0.3 else None)
+        if what == "inc":
+            return Inc()
+        if what == "raise":
+            return Raise(self.exc_class(), f"m{self.fresh()}", self.cond(ctx))
+        if what == "return":
+            return Return(self.return_value(), self.cond(ctx))
+        if what == "call":
+            return Call(f"c{self.fresh()}", r.randint(ctx.fn + 1, ctx.nfuncs - 1), self.argexpr(ctx))
+        if what == "defer":
+            kind = r.choices(KINDS, weights=(3, 2, 2))[0]
+            return Defer(kind, self.target(ctx, kind), self.fresh())
+        if what == "break":
+            return Break(self.cond(ctx))
+        if what == "continue":
+            return Continue(self.cond(ctx))
+        inner = replace(ctx, depth=ctx.depth + 1)
+        if what == "scope":
+            return Scope(self.block(replace(inner, scope_level=True)))
+        if what == "for":
+            loops = (*ctx.loops, (f"i{ctx.depth}", r.randint(2, 3)))
+            var, count = loops[-1]
+            in_loop = replace(inner, loops=loops)
+            if r.random() < 0.85:
+                body: list[Stmt] = []
+                if r.random() < 0.3:
+                    body.append(Rec(f"r{self.fresh()}", var))
+                body.append(Scope(self.block(replace(in_loop, scope_level=True))))
+                if r.random() < 0.3:
+                    body.append(Rec(f"r{self.fresh()}", var))
+                return For(var, count, tuple(body))
+            return For(var, count, self.block(replace(in_loop, scope_level=False)))
+        assert what == "try"
+        plain = replace(inner, scope_level=False)
+        body = self.block(plain)
+        if self.rng.random() < 0.4 and len(body) < MAX_STMTS:
+            body = (*body, Raise(self.exc_class(), f"m{self.fresh()}"))
+        site = self.fresh()
+        handler = self.block(plain, allow_empty=True) if r.random() < 0.7 else ()
+        return Try(body, r.choice(CATCH_CHOICES), f"t{site}", site, handler)
+
+
+def generate_program(seed: int | str, index: int) -> Program:
+    """Program number ``index`` of the stream for ``seed`` (each is independent of the others)."""
+    return _Generator(random.Random(f"godefer-oracle:{seed}:{index}")).program()
+
+
+# --------------------------------------------------------------------------------------------
+# Static analysis: validity (for the shrinker) and feature counts (for coverage assertions)
+# --------------------------------------------------------------------------------------------
+
+_VAR_RE = re.compile(r"[nx]|i\d+")
+
+
+def _exprs_ok(exprs: list[str | None], loops: tuple) -> bool:
+    names = {"n", "x"} | {v for v, _ in loops}
+    return all(e is None or not _VAR_RE.fullmatch(e) or e in names for e in exprs)
+
+
+def _stmt_exprs(s: Stmt) -> list[str | None]:
+    if isinstance(s, Rec):
+        return [s.arg]
+    if isinstance(s, (Raise, Return, Break, Continue)) and s.cond is not None:
+        return [s.cond.var] + ([s.value] if isinstance(s, Return) else [])
+    if isinstance(s, Return):
+        return [s.value]
+    if isinstance(s, Call):
+        return [s.arg]
+    if isinstance(s, Defer):
+        t = s.target
+        return [getattr(t, "arg", None)]
+    return []
+
+
+def validate(prog: Program) -> bool:
+    """True if ``prog`` obeys the structural rules both renderers rely on."""
+    indexes = {f.index for f in prog.functions}
+    if 0 not in indexes:
+        return False
+
+    def block_ok(stmts: tuple, fn: int, loops: tuple, scope_level: bool) -> bool:
+        for s in stmts:
+            if not _exprs_ok(_stmt_exprs(s), loops):
+                return False
+            if isinstance(s, Defer):
+                if not scope_level:
+                    return False
+                if isinstance(s.target, FnT) and (s.target.fn not in indexes or s.target.fn <= fn):
+                    return False
+            elif isinstance(s, Call) and (s.fn not in indexes or s.fn <= fn):
+                return False
+            elif isinstance(s, (Break, Continue)) and not loops:
+                return False
+            elif isinstance(s, Scope) and not block_ok(s.body, fn, loops, True):
+                return False
+            elif isinstance(s, For) and not block_ok(
+                s.body, fn, (*loops, (s.var, s.count)), False
+            ):
+                return False
+            elif isinstance(s, Try) and not (
+                block_ok(s.body, fn, loops, False) and block_ok(s.handler, fn, loops, False)
+            ):
+                return False
+        return True
+
+    return all(block_ok(f.body, f.index, (), True) for f in prog.functions)
+
+
+def _walk(stmts: tuple, in_handler: bool = False) -> Iterator[tuple[Stmt, bool]]:
+    for s in stmts:
+        yield s, in_handler
+        if isinstance(s, (Scope, For)):
+            yield from _walk(s.body, in_handler)
+        elif isinstance(s, Try):
+            yield from _walk(s.body, in_handler)
+            yield from _walk(s.handler, True)
+
+
+def static_features(prog: Program) -> Counter:
+    """Which language features ``prog`` uses (each counted once per program)."""
+    feats: set[str] = set()
+    for f in prog.functions:
+        for s, in_handler in _walk(f.body):
+            if isinstance(s, Defer):
+                feats.add(s.kind)
+                t = s.target
+                feats.add({RecT: "target_rec", ObsT: "target_obs", BoomT: "target_boom",
+                           FnT: "target_fn"}[type(t)])
+                if getattr(t, "arg", None) in ("n", "x") or (
+                    getattr(t, "arg", None) or ""
+                ).startswith("i"):
+                    feats.add("captured_arg")
+                if isinstance(t, ObsT) and t.kw:
+                    feats.add("kwarg")
+            elif isinstance(s, Scope):
+                feats.add("scope_in_handler" if in_handler else "scope")
+            elif isinstance(s, For):
+                feats.add("for")
+                if any(isinstance(b, Scope) for b in s.body):
+                    feats.add("for_scope")
+            elif isinstance(s, (Break, Continue, Try, Call, Raise, Return, Inc)):
+                feats.add(type(s).__name__.lower())
+    if len(prog.functions) > 1:
+        feats.add("multi_function")
+    return Counter(feats)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+PRELUDE = '''\
+import sys
+
+
+class E1(Exception):
+    pass
+
+
+class E2(Exception):
+    pass
+
+
+class E3(LookupError):
+    pass
+
+
+class B1(BaseException):
+    pass
+
+
+def obs(rec, tag, val=None):
+    rec(tag, repr(sys.exception()), val)
+
+
+def boom(rec, tag, cls, msg):
+    rec(tag, repr(sys.exception()))
+    raise cls(msg)
+
+
+def chain(e):
+    out = []
+    while e is not None and len(out) < 8:
+        out.append(repr(e))
+        e = e.__context__
+    return tuple(out)
+'''
+
+GODEFER_IMPORT = "from godefer import defer, errdefer, okdefer, scope"
+
+
+def prelude(style: str) -> str:
+    """The common head of every rendering: exception classes, ``obs``, ``boom``, ``chain``."""
+    if style == "godefer":
+        return PRELUDE.replace("import sys\n", f"import sys\n\n{GODEFER_IMPORT}\n", 1)
+    return PRELUDE
+
+
+def _call_parts(t: Target) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """(callee, positional argument expressions, keyword arguments) of a deferred call."""
+    if isinstance(t, RecT):
+        return "rec", [repr(t.tag)] + ([t.arg] if t.arg is not None else []), []
+    if isinstance(t, ObsT):
+        if t.arg is None:
+            return "obs", ["rec", repr(t.tag)], []
+        if t.kw:
+            return "obs", ["rec", repr(t.tag)], [("val", t.arg)]
+        return "obs", ["rec", repr(t.tag), t.arg], []
+    if isinstance(t, BoomT):
+        return "boom", ["rec", repr(t.tag), t.cls, repr(t.msg)], []
+    return f"f{t.fn}", ["rec", t.arg], []
+
+
+def _arglist(pos: list[str], kw: list[tuple[str, str]]) -> str:
+    return ", ".join([*pos, *(f"{k}={v}" for k, v in kw)])
+
+
+class _Renderer:
+    def __init__(self, style: str) -> None:
+        if style not in STYLES:
+            raise ValueError(style)
+        self.style = style
+        self.out: list[str] = []
+
+    def line(self, ind: int, text: str) -> None:
+        self.out.append("    " * ind + text)
+
+    def block(self, stmts: tuple, ind: int) -> None:
+        start = len(self.out)
+        for k, s in enumerate(stmts):
+            if isinstance(s, Defer) and self.style == "tryfinally":
+                self.translated_defer(s, stmts[k + 1 :], ind)
+                break
+            self.stmt(s, ind)
+        if len(self.out) == start:
+            self.line(ind, "pass")
+
+    def guarded(self, cond: Cond | None, ind: int, text: str) -> None:
+        if cond is None:
+            self.line(ind, text)
+        else:
+            self.line(ind, f"if {cond.render()}:")
+            self.line(ind + 1, text)
+
+    def stmt(self, s: Stmt, ind: int) -> None:  # noqa: PLR0912
+        if isinstance(s, Rec):
+            self.line(ind, f"rec({_arglist([repr(s.tag)] + ([s.arg] if s.arg else []), [])})")
+        elif isinstance(s, Inc):
+            self.line(ind, "n += 1")
+        elif isinstance(s, Raise):
+            self.guarded(s.cond, ind, f"raise {s.cls}({s.msg!r})")
+        elif isinstance(s, Return):
+            self.guarded(s.cond, ind, f"return {s.value}")
+        elif isinstance(s, Break):
+            self.guarded(s.cond, ind, "break")
+        elif isinstance(s, Continue):
+            self.guarded(s.cond, ind, "continue")
+        elif isinstance(s, Call):
+            self.line(ind, f"rec({s.tag!r}, f{s.fn}(rec, {s.arg}))")
+        elif isinstance(s, Defer):
+            callee, pos, kw = _call_parts(s.target)
+            self.line(ind, f"{s.kind}({_arglist([callee, *pos], kw)})")
+        elif isinstance(s, Scope):
+            if self.style == "tryfinally":
+                self.block(s.body, ind)  # inlined: the try/finally nest is the scope
+            else:
+                self.line(ind, "with scope():")
+                self.block(s.body, ind + 1)
+        elif isinstance(s, For):
+            self.line(ind, f"for {s.var} in range({s.count}):")
+            self.block(s.body, ind + 1)
+        elif isinstance(s, Try):
+            self.line(ind, "try:")
+            self.block(s.body, ind + 1)
+            catch = s.catch[0] if len(s.catch) == 1 else f"({', '.join(s.catch)})"
+            self.line(ind, f"except {catch} as _e{s.site}:")
+            self.line(ind + 1, f"rec({s.tag!r}, chain(_e{s.site}))")
+            self.block(s.handler, ind + 1)
+        else:  # pragma: no cover
+            raise TypeError(s)
+
+    def translated_defer(self, d: Defer, rest: tuple, ind: int) -> None:
+        callee, pos, kw = _call_parts(d.target)
+        # Capture variable arguments now: the call is made with the values of this moment.
+        temps = 0
+
+        def capture(expr: str) -> str:
+            nonlocal temps
+            if not _VAR_RE.fullmatch(expr):
+                return expr
+            name = f"_a{d.site}_{temps}"
+            temps += 1
+            self.line(ind, f"{name} = {expr}")
+            return name
+
+        pos = [capture(e) for e in pos]
+        kw = [(k, capture(v)) for k, v in kw]
+        call = f"{callee}({_arglist(pos, kw)})"
+        if d.kind == "okdefer":
+            self.line(ind, f"_ok{d.site} = True")
+        self.line(ind, "try:")
+        self.block(rest, ind + 1)
+        if d.kind == "defer":
+            self.line(ind, "finally:")
+            self.line(ind + 1, call)
+        elif d.kind == "errdefer":
+            self.line(ind, "except BaseException:")
+            self.line(ind + 1, call)
+            self.line(ind + 1, "raise")
+        else:
+            self.line(ind, "except BaseException:")
+            self.line(ind + 1, f"_ok{d.site} = False")
+            self.line(ind + 1, "raise")
+            self.line(ind, "finally:")
+            self.line(ind + 1, f"if _ok{d.site}:")
+            self.line(ind + 2, call)
+
+    def module(self, prog: Program) -> str:
+        self.out = [prelude(self.style).rstrip("\n")]
+        for f in prog.functions:
+            self.line(0, "")
+            self.line(0, "")
+            self.line(0, f"def f{f.index}(rec, x):")
+            self.line(1, "n = 0")
+            if self.style == "fake":
+                # The fake runtime has no frame hooks: give every function an explicit scope.
+                self.line(1, "with scope():")
+                self.block(f.body, 2)
+            else:
+                self.block(f.body, 1)
+        self.line(0, "")
+        self.line(0, "")
+        self.line(0, "def run(rec):")
+        self.line(1, f"return f0(rec, {prog.entry_arg})")
+        return "\n".join(self.out) + "\n"
+
+
+def render_module(prog: Program, style: str) -> str:
+    """Render ``prog`` as a module defining ``run(rec)``, in one of :data:`STYLES`.
+
+    ``fake`` is the godefer form without the import, each function body wrapped in
+    ``with scope():``; run it with ``FakeGodefer().namespace()`` as globals.
+    """
+    return _Renderer(style).module(prog)
+
+
+def render_godefer_module(prog: Program) -> str:
+    """The godefer form of ``prog``: a self-contained module (imports godefer) with ``run(rec)``."""
+    return render_module(prog, "godefer")
+
+
+def render_tryfinally_module(prog: Program) -> str:
+    """The oracle form of ``prog``: plain Python try/finally, a module with ``run(rec)``."""
+    return render_module(prog, "tryfinally")
+
+
+# --------------------------------------------------------------------------------------------
+# A pure-Python model of the semantics, for self-checks of this module only
+# --------------------------------------------------------------------------------------------
+
+MUTANTS = (
+    "fifo",  # run deferred calls first-scheduled-first
+    "errdefer_always",  # errdefer ignores whether an exception is in flight
+    "okdefer_always",  # okdefer ignores whether an exception is in flight
+    "stop_after_raise",  # once a deferred call raised, skip the rest
+    "keep_first",  # an exception from a deferred call does not replace the one in flight
+    "no_context",  # the replacing exception loses its __context__
+    "no_exc_visible",  # deferred calls see sys.exception() as it was outside the unwinding
+)
+
+
+class _FakeScope:
+    def __init__(self, owner: FakeGodefer) -> None:
+        self.owner = owner
+        self.calls: list[tuple[str, Callable[..., Any], tuple, dict]] = []
+
+    def __enter__(self) -> None:
+        self.owner.stack.append(self)
+
+    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> bool:
+        popped = self.owner.stack.pop()
+        assert popped is self, "fake scopes must nest"
+        mutant = self.owner.mutant
+        calls, self.calls = self.calls, []
+        pending = exc
+        for kind, fn, args, kwargs in calls if mutant == "fifo" else reversed(calls):
+            if kind == "errdefer" and pending is None and mutant != "errdefer_always":
+                continue
+            if kind == "okdefer" and pending is not None and mutant != "okdefer_always":
+                continue
+            if mutant == "stop_after_raise" and pending is not exc:
+                break
+            try:
+                if pending is None or mutant == "no_exc_visible":
+                    fn(*args, **kwargs)
+                else:
+                    _call_while_handling(pending, fn, args, kwargs)
+            except BaseException as new:
+                if mutant == "keep_first":
+                    continue
+                if mutant == "no_context":
+                    new.__context__ = None
+                pending = new
+        if pending is exc:
+            return False
+        assert pending is not None
+        _raise_keeping_context(pending)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _call_while_handling(exc: BaseException, fn: Callable[..., Any], args: tuple,
+                         kwargs: dict) -> None:
+    """Call ``fn`` with ``exc`` as ``sys.exception()``, as a ``finally:`` block would."""
+    ctx = exc.__context__
+    try:
+        raise exc
+    except BaseException:
+        exc.__context__ = ctx  # raising it again here must not rewrite its chain
+        fn(*args, **kwargs)
+
+
+def _raise_keeping_context(exc: BaseException) -> None:
+    ctx = exc.__context__
+    try:
+        raise exc
+    except BaseException:
+        exc.__context__ = ctx
+        raise
+
+
+class FakeGodefer:
+    """Pure-Python stand-in for godefer's four names, for the ``fake`` rendering only.
+
+    Scopes are explicit (``with scope():`` around every function body, see :func:`render_module`)
+    and kept on one stack, which is enough for the generated programs: they are sequential, and
+    every deferred call is scheduled directly in its innermost scope.
+    """
+
+    def __init__(self, mutant: str | None = None) -> None:
+        if mutant is not None and mutant not in MUTANTS:
+            raise ValueError(mutant)
+        self.mutant = mutant
+        self.stack: list[_FakeScope] = []
+
+    def _push(self, kind: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        self.stack[-1].calls.append((kind, fn, args, kwargs))
+        return fn
+
+    def namespace(self) -> dict[str, Any]:
+        def defer(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            return self._push("defer", fn, args, kwargs)
+
+        def errdefer(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            return self._push("errdefer", fn, args, kwargs)
+
+        def okdefer(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            return self._push("okdefer", fn, args, kwargs)
+
+        def scope() -> _FakeScope:
+            return _FakeScope(self)
+
+        return {"defer": defer, "errdefer": errdefer, "okdefer": okdefer, "scope": scope}
+
+
+# --------------------------------------------------------------------------------------------
+# Running and comparing
+# --------------------------------------------------------------------------------------------
+
+CHAIN_LIMIT = 10
+
+
+def exc_chain(e: BaseException | None) -> tuple:
+    """The ``__context__`` chain of ``e``, outermost first, as comparable values (depth-limited).
+
+    Each link: (type name, str(exc), has __cause__, __suppress_context__).
+    """
+    out = []
+    while e is not None and len(out) < CHAIN_LIMIT:
+        out.append((type(e).__name__, str(e), e.__cause__ is not None, e.__suppress_context__))
+        e = e.__context__
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    events: tuple  # every rec(...) call, in order
+    result: tuple  # ("return", value) | ("raise", exc_chain) | ("exec-error", chain)
+    exception_after: str  # repr(sys.exception()) in the caller once run() is over
+
+
+def run_source(
+    src: str,
+    filename: str,
+    globals_: dict[str, Any] | None = None,
+    after_exec: Callable[[dict[str, Any]], None] | None = None,
+) -> Outcome:
+    """``exec(compile(src, filename, "exec"), ns)``, then ``ns["run"](rec)``, observed."""
+    ns: dict[str, Any] = {"__name__": filename.strip("<>").replace("-", "_")}
+    if globals_:
+        ns.update(globals_)
+    events: list[tuple] = []
+
+    def rec(*values: Any) -> None:
+        events.append(values)
+
+    try:
+        exec(compile(src, filename, "exec"), ns)
+    except BaseException as e:
+        return Outcome(tuple(events), ("exec-error", exc_chain(e)), repr(sys.exception()))
+    if after_exec is not None:
+        after_exec(ns)
+    return run_namespace(ns, rec, events)
+
+
+def run_namespace(ns: dict[str, Any], rec: Callable[..., None], events: list[tuple]) -> Outcome:
+    """Call ``ns["run"](rec)`` where ``rec`` appends to ``events``; works for imported modules."""
+    try:
+        result: tuple = ("return", ns["run"](rec))
+    except BaseException as e:
+        result = ("raise", exc_chain(e))
+    return Outcome(tuple(events), result, repr(sys.exception()))
+
+
+def run_program(prog: Program, style: str, filename: str, mutant: str | None = None) -> Outcome:
+    """Render ``prog`` in ``style`` and run it from source (``fake`` uses :class:`FakeGodefer`)."""
+    extra = FakeGodefer(mutant).namespace() if style == "fake" else None
+    return run_source(render_module(prog, style), filename, extra)
+
+
+def describe_difference(got: Outcome, want: Outcome, got_name: str = "godefer",
+                        want_name: str = "oracle") -> str:
+    lines = []
+    if got.events != want.events:
+        k = next(
+            (k for k, (a, b) in enumerate(zip(got.events, want.events)) if a != b),
+            min(len(got.events), len(want.events)),
+        )
+        lines.append(f"  events differ from #{k}:")
+        lines.append(f"    {got_name:>8}: {list(got.events[k:k + 6])}")
+        lines.append(f"    {want_name:>8}: {list(want.events[k:k + 6])}")
+    if got.result != want.result:
+        lines.append(f"  result {got_name:>8}: {got.result!r}")
+        lines.append(f"  result {want_name:>8}: {want.result!r}")
+    if got.exception_after != want.exception_after:
+        lines.append(f"  sys.exception() after run(): {got_name}={got.exception_after} "
+                     f"{want_name}={want.exception_after}")
+    return "\n".join(lines)
+
+
+def dynamic_features(prog: Program, outcome: Outcome) -> Counter:
+    """Observed behaviour of a run of ``prog`` (each counted once per program)."""
+    feats: set[str] = set()
+    ran = {ev[0] for ev in outcome.events if ev and isinstance(ev[0], str)}
+    scheduled = {}
+    booms = set()
+    for f in prog.functions:
+        for s, _ in _walk(f.body):
+            if isinstance(s, Defer) and not isinstance(s.target, FnT):
+                scheduled[s.target.tag] = s.kind
+                if isinstance(s.target, BoomT):
+                    booms.add(s.target.tag)
+    for tag, kind in scheduled.items():
+        feats.add(f"{kind}_ran" if tag in ran else f"{kind}_skipped")
+    if booms & ran:
+        feats.add("deferred_call_raised")
+    for ev in outcome.events:
+        if len(ev) >= 2 and ev[0] in scheduled and isinstance(ev[1], str) and ev[1] != "None":
+            feats.add("deferred_saw_exception")
+        if ev and isinstance(ev[0], str) and ev[0].startswith("t"):
+            feats.add("caught")
+            if len(ev[1]) >= 2:
+                feats.add("caught_with_context")
+    if outcome.result[0] == "raise":
+        feats.add("raised")
+        if len(outcome.result[1]) >= 2:
+            feats.add("raised_with_context")
+        if len(outcome.result[1]) >= 3:
+            feats.add("raised_context_depth3")
+    elif outcome.result[1] is not None:
+        feats.add("returned_value")
+    return Counter(feats)
+
+
+# --------------------------------------------------------------------------------------------
+# Shrinking a failing program
+# --------------------------------------------------------------------------------------------
+
+
+def _stmt_variants(s: Stmt) -> Iterator[tuple]:
+    """Smaller replacements (as statement sequences) for ``s``."""
+    if isinstance(s, Scope):
+        yield s.body
+        for b in _block_variants(s.body):
+            yield (Scope(b),)
+    elif isinstance(s, For):
+        yield s.body
+        if s.count > 1:
+            yield (For(s.var, s.count - 1, s.body),)
+        for b in _block_variants(s.body):
+            yield (For(s.var, s.count, b),)
+    elif isinstance(s, Try):
+        yield s.body
+        if s.handler:
+            yield (replace(s, handler=()),)
+        for b in _block_variants(s.body):
+            yield (replace(s, body=b),)
+        for b in _block_variants(s.handler):
+            yield (replace(s, handler=b),)
+    elif isinstance(s, Defer):
+        if not isinstance(s.target, RecT):
+            yield (replace(s, target=RecT(getattr(s.target, "tag", f"x{s.site}"))),)
+        elif s.target.arg is not None:
+            yield (replace(s, target=RecT(s.target.tag)),)
+        if s.kind != "defer":
+            yield (replace(s, kind="defer"),)
+    elif isinstance(s, Rec) and s.arg is not None:
+        yield (Rec(s.tag),)
+
+
+def _block_variants(block: tuple) -> Iterator[tuple]:
+    for k in range(len(block)):
+        yield block[:k] + block[k + 1 :]
+    for k, s in enumerate(block):
+        for inner in _stmt_variants(s):
+            yield block[:k] + inner + block[k + 1 :]
+
+
+def _reachable(prog: Program) -> Program:
+    seen, todo = set(), [0]
+    while todo:
+        k = todo.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        for s, _ in _walk(prog.function(k).body):
+            if isinstance(s, Call):
+                todo.append(s.fn)
+            elif isinstance(s, Defer) and isinstance(s.target, FnT):
+                todo.append(s.target.fn)
+    return replace(prog, functions=tuple(f for f in prog.functions if f.index in seen))
+
+
+def shrink(prog: Program, fails: Callable[[Program], bool], max_tries: int = 4000) -> Program:
+    """Greedily minimise ``prog`` while ``fails(prog)`` stays true."""
+    prog = _reachable(prog)
+    tries = 0
+    progress = True
+    while progress and tries < max_tries:
+        progress = False
+        for fi, f in enumerate(prog.functions):
+            for body in _block_variants(f.body):
+                funcs = list(prog.functions)
+                funcs[fi] = Function(f.index, body)
+                cand = replace(prog, functions=tuple(funcs))
+                if not validate(cand):
+                    continue
+                cand = _reachable(cand)
+                tries += 1
+                if fails(cand):
+                    prog, progress = cand, True
+                    break
+                if tries >= max_tries:
+                    break
+            if progress or tries >= max_tries:
+                break
+    return prog
+
+
+def program_size(prog: Program) -> int:
+    return sum(1 for f in prog.functions for _ in _walk(f.body))
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: print one program
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", default=str(DEFAULT_SEED))
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--style", choices=STYLES, default="godefer")
+    p.add_argument("--run", action="store_true", help="run the oracle and the fake and print both")
+    args = p.parse_args(argv)
+    seed: int | str = int(args.seed) if args.seed.isdigit() else args.seed
+    prog = generate_program(seed, args.index)
+    print(render_module(prog, args.style), end="")
+    if args.run:
+        name = f"<oracle-{args.index}>"
+        print("# oracle:", run_program(prog, "tryfinally", name))
+        print("# fake:  ", run_program(prog, "fake", name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
