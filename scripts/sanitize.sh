@@ -52,7 +52,7 @@ args=("$@")
 ((${#args[@]})) || args=(tests)
 godefer_log "pytest ${args[*]} under ASan/UBSan"
 env LD_PRELOAD="$preload" \
-    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:strict_init_order=1:check_initialization_order=1:detect_stack_use_after_return=1" \
+    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
     PYTHONMALLOC=malloc \
     PYTHONFAULTHANDLER=1 \

@@ -271,10 +271,8 @@ class _Generator:
 
     def block(self, ctx: _Ctx, *, allow_empty: bool = False) -> tuple:
         r = self.rng
-        if ctx.depth == 0:
-            length = r.randint(2, 7)
-        else:
-            length = r.randint(0 if allow_empty else 1, 4)
+        low = 2 if ctx.depth == 0 else 0 if allow_empty else 1
+        length = r.randint(low, 7 if ctx.depth == 0 else 4)
         stmts = [self.stmt(ctx) for _ in range(length)]
         # Sometimes end the block with an unconditional exit.
         x = r.random()
@@ -309,7 +307,9 @@ class _Generator:
         if what == "return":
             return Return(self.return_value(), self.cond(ctx))
         if what == "call":
-            return Call(f"c{self.fresh()}", r.randint(ctx.fn + 1, ctx.nfuncs - 1), self.argexpr(ctx))
+            return Call(
+                f"c{self.fresh()}", r.randint(ctx.fn + 1, ctx.nfuncs - 1), self.argexpr(ctx)
+            )
         if what == "defer":
             kind = r.choices(KINDS, weights=(3, 2, 2))[0]
             return Defer(kind, self.target(ctx, kind), self.fresh())
@@ -381,30 +381,26 @@ def validate(prog: Program) -> bool:
     if 0 not in indexes:
         return False
 
-    def block_ok(stmts: tuple, fn: int, loops: tuple, scope_level: bool) -> bool:
-        for s in stmts:
-            if not _exprs_ok(_stmt_exprs(s), loops):
-                return False
-            if isinstance(s, Defer):
-                if not scope_level:
-                    return False
-                if isinstance(s.target, FnT) and (s.target.fn not in indexes or s.target.fn <= fn):
-                    return False
-            elif isinstance(s, Call) and (s.fn not in indexes or s.fn <= fn):
-                return False
-            elif isinstance(s, (Break, Continue)) and not loops:
-                return False
-            elif isinstance(s, Scope) and not block_ok(s.body, fn, loops, True):
-                return False
-            elif isinstance(s, For) and not block_ok(
-                s.body, fn, (*loops, (s.var, s.count)), False
-            ):
-                return False
-            elif isinstance(s, Try) and not (
-                block_ok(s.body, fn, loops, False) and block_ok(s.handler, fn, loops, False)
-            ):
-                return False
+    def stmt_ok(s: Stmt, fn: int, loops: tuple, scope_level: bool) -> bool:
+        if not _exprs_ok(_stmt_exprs(s), loops):
+            return False
+        if isinstance(s, Defer):
+            t = s.target
+            return scope_level and (not isinstance(t, FnT) or fn < t.fn in indexes)
+        if isinstance(s, Call):
+            return fn < s.fn in indexes
+        if isinstance(s, (Break, Continue)):
+            return bool(loops)
+        if isinstance(s, Scope):
+            return block_ok(s.body, fn, loops, True)
+        if isinstance(s, For):
+            return block_ok(s.body, fn, (*loops, (s.var, s.count)), False)
+        if isinstance(s, Try):
+            return block_ok(s.body, fn, loops, False) and block_ok(s.handler, fn, loops, False)
         return True
+
+    def block_ok(stmts: tuple, fn: int, loops: tuple, scope_level: bool) -> bool:
+        return all(stmt_ok(s, fn, loops, scope_level) for s in stmts)
 
     return all(block_ok(f.body, f.index, (), True) for f in prog.functions)
 
@@ -427,8 +423,14 @@ def static_features(prog: Program) -> Counter:
             if isinstance(s, Defer):
                 feats.add(s.kind)
                 t = s.target
-                feats.add({RecT: "target_rec", ObsT: "target_obs", BoomT: "target_boom",
-                           FnT: "target_fn"}[type(t)])
+                feats.add(
+                    {
+                        RecT: "target_rec",
+                        ObsT: "target_obs",
+                        BoomT: "target_boom",
+                        FnT: "target_fn",
+                    }[type(t)]
+                )
                 if getattr(t, "arg", None) in ("n", "x") or (
                     getattr(t, "arg", None) or ""
                 ).startswith("i"):
@@ -452,7 +454,7 @@ def static_features(prog: Program) -> Counter:
 # Rendering
 # --------------------------------------------------------------------------------------------
 
-PRELUDE = '''\
+PRELUDE = """\
 import sys
 
 
@@ -487,7 +489,7 @@ def chain(e):
         out.append(repr(e))
         e = e.__context__
     return tuple(out)
-'''
+"""
 
 GODEFER_IMPORT = "from godefer import defer, errdefer, okdefer, scope"
 
@@ -545,7 +547,7 @@ class _Renderer:
             self.line(ind, f"if {cond.render()}:")
             self.line(ind + 1, text)
 
-    def stmt(self, s: Stmt, ind: int) -> None:  # noqa: PLR0912
+    def stmt(self, s: Stmt, ind: int) -> None:
         if isinstance(s, Rec):
             self.line(ind, f"rec({_arglist([repr(s.tag)] + ([s.arg] if s.arg else []), [])})")
         elif isinstance(s, Inc):
@@ -711,8 +713,9 @@ class _FakeScope:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _call_while_handling(exc: BaseException, fn: Callable[..., Any], args: tuple,
-                         kwargs: dict) -> None:
+def _call_while_handling(
+    exc: BaseException, fn: Callable[..., Any], args: tuple, kwargs: dict
+) -> None:
     """Call ``fn`` with ``exc`` as ``sys.exception()``, as a ``finally:`` block would."""
     ctx = exc.__context__
     try:
@@ -832,23 +835,26 @@ def run_program(prog: Program, style: str, filename: str, mutant: str | None = N
     return run_source(render_module(prog, style), filename, extra)
 
 
-def describe_difference(got: Outcome, want: Outcome, got_name: str = "godefer",
-                        want_name: str = "oracle") -> str:
+def describe_difference(
+    got: Outcome, want: Outcome, got_name: str = "godefer", want_name: str = "oracle"
+) -> str:
     lines = []
     if got.events != want.events:
         k = next(
-            (k for k, (a, b) in enumerate(zip(got.events, want.events)) if a != b),
+            (k for k, (a, b) in enumerate(zip(got.events, want.events, strict=False)) if a != b),
             min(len(got.events), len(want.events)),
         )
         lines.append(f"  events differ from #{k}:")
-        lines.append(f"    {got_name:>8}: {list(got.events[k:k + 6])}")
-        lines.append(f"    {want_name:>8}: {list(want.events[k:k + 6])}")
+        lines.append(f"    {got_name:>8}: {list(got.events[k : k + 6])}")
+        lines.append(f"    {want_name:>8}: {list(want.events[k : k + 6])}")
     if got.result != want.result:
         lines.append(f"  result {got_name:>8}: {got.result!r}")
         lines.append(f"  result {want_name:>8}: {want.result!r}")
     if got.exception_after != want.exception_after:
-        lines.append(f"  sys.exception() after run(): {got_name}={got.exception_after} "
-                     f"{want_name}={want.exception_after}")
+        lines.append(
+            f"  sys.exception() after run(): {got_name}={got.exception_after} "
+            f"{want_name}={want.exception_after}"
+        )
     return "\n".join(lines)
 
 

@@ -149,6 +149,37 @@ def test_exception_out_of_a_block_runs_it_before_the_handler():
     assert log == [("err", body), "block deferred", ("handler", body), "after"]
 
 
+def test_block_exited_by_return_is_a_normal_exit():
+    log = []
+
+    def f():
+        with scope():
+            errdefer(log.append, "err")
+            okdefer(lambda: log.append(("ok", sys.exception())))
+            return "r"
+
+    assert f() == "r"
+    assert log == [("ok", None)]
+
+
+def test_exception_caught_inside_a_block_is_not_an_exit():
+    log = []
+
+    def f():
+        with scope():
+            errdefer(log.append, "err")
+            okdefer(log.append, "ok")
+            try:
+                raise ValueError
+            except ValueError:
+                log.append("handled in block")
+            log.append("block continues")
+        return "r"
+
+    assert f() == "r"
+    assert log == ["handled in block", "block continues", "ok"]
+
+
 def test_exception_through_block_and_function():
     log = []
     body = KeyError("k")

@@ -170,7 +170,7 @@ def test_return_value_is_lost_when_a_deferred_call_raises():
         returned.append(f())
     except LookupError as e:
         returned.append(("raised", str(e)))
-    assert returned == [("raised", "'replaces'")]
+    assert returned == [("raised", "replaces")]
 
 
 def test_return_value_of_returned_mutable_is_the_same_object():
@@ -368,6 +368,43 @@ def test_traceback_of_the_exception_still_points_at_the_raise():
     last = traceback.extract_tb(info.value.__traceback__)[-1]
     assert last.name == "f"
     assert last.lineno == info.value.args[0]
+
+
+def test_deferred_call_sees_the_traceback_of_the_exception_in_flight():
+    seen = []
+    lines = []
+
+    def deeper():
+        lines.append(here() + 1)
+        raise ValueError("deep")
+
+    def f():
+        defer(lambda: seen.append(traceback.extract_tb(sys.exception().__traceback__)))
+        errdefer(lambda: seen.append(sys.exc_info()[2] is sys.exception().__traceback__))
+        deeper()
+
+    with pytest.raises(ValueError):
+        f()
+    assert seen[0] is True
+    # as in a finally: block of f, the traceback starts at f and ends at the raise
+    frames = seen[1]
+    assert [fr.name for fr in frames] == ["f", "deeper"]
+    assert frames[-1].lineno == lines[0]
+
+
+def test_exception_swallowed_by_return_in_finally_is_not_an_exit_by_exception():
+    log = []
+
+    def f():
+        errdefer(log.append, "err")
+        okdefer(lambda: log.append(("ok", sys.exception())))
+        try:
+            raise ValueError
+        finally:
+            return "swallowed"  # noqa: B012
+
+    assert f() == "swallowed"
+    assert log == [("ok", None)]
 
 
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit, GeneratorExit])

@@ -184,6 +184,32 @@ def test_generator_deferred_exception_replaces_stop_iteration():
     assert info.value is dexc
 
 
+def test_generator_deferred_stop_iteration_becomes_runtime_error():
+    def stop():
+        raise StopIteration
+
+    def gen():
+        defer(stop)
+        yield 1
+
+    # PEP 479, exactly as a StopIteration raised in a finally: block of the generator
+    with pytest.raises(RuntimeError, match="generator raised StopIteration") as info:
+        list(gen())
+    assert type(info.value.__cause__) is StopIteration
+
+
+def test_generator_close_with_a_raising_deferred_call():
+    def gen():
+        defer(raiser, ZeroDivisionError("in cleanup"))
+        yield 1
+
+    g = gen()
+    next(g)
+    with pytest.raises(ZeroDivisionError) as info:
+        g.close()
+    assert type(info.value.__context__) is GeneratorExit
+
+
 def test_generator_collected_by_refcount_runs_the_calls():
     log = []
 
@@ -385,6 +411,19 @@ def test_coroutine_close_and_throw_run_the_calls():
     ]
 
 
+def test_suspended_coroutine_collected_by_refcount_runs_the_calls():
+    log = []
+
+    async def co():
+        defer(log.append, "deferred")
+        await suspend()
+
+    c = co()
+    c.send(None)
+    del c
+    assert log == ["deferred"]
+
+
 def test_coroutine_under_asyncio():
     log = []
 
@@ -561,3 +600,23 @@ def test_async_generator_athrow_runs_the_calls():
 
     asyncio.run(main())
     assert log == ["deferred", "after athrow"]
+
+
+def test_async_generator_left_suspended_is_finalized_by_asyncio_run():
+    log = []
+
+    async def agen():
+        defer(log.append, "deferred")
+        yield 1
+        yield 2
+
+    async def main():
+        g = agen()
+        await g.__anext__()
+        log.append("main returns with the generator suspended")
+        return g
+
+    g = asyncio.run(main())
+    # asyncio.run() shuts async generators down (aclose) before it returns
+    assert log == ["main returns with the generator suspended", "deferred"]
+    del g

@@ -9,6 +9,7 @@ after the scope exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import sys
@@ -217,8 +218,6 @@ def test_generator_releases_at_close_and_exhaustion(no_gc):
 
 
 def test_coroutine_releases_at_completion(no_gc):
-    import asyncio
-
     refs = []
 
     async def co():
@@ -303,12 +302,15 @@ def test_no_reference_to_a_recovered_exception(no_gc):
     class Err(Exception):
         pass
 
+    def make_err():
+        e = Err()
+        refs.append(weakref.ref(e))
+        return e
+
     def f():
         with scope():
             defer(lambda: recover())
-            e = Err()
-            refs.append(weakref.ref(e))
-            raise e
+            raise make_err()  # no local name: a local would make a cycle through the frame
 
     f()
     assert refs[0]() is None

@@ -24,8 +24,9 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
-import oracle_programs as op
 import pytest
+
+import oracle_programs as op
 
 N = int(os.environ.get("GODEFER_ORACLE_N", "1000"))
 _seed_text = os.environ.get("GODEFER_ORACLE_SEED", str(op.DEFAULT_SEED))
@@ -406,8 +407,7 @@ FIXED = [
                 rec("after", repr(sys.exception()))
             return "x"
         """,
-        (("ok", "E1('handled')", None), ("d", "E1('handled')", None),
-         ("after", "E1('handled')")),
+        (("ok", "E1('handled')", None), ("d", "E1('handled')", None), ("after", "E1('handled')")),
         ("return", "x"),
     ),
     Fixed(
@@ -508,8 +508,7 @@ FIXED = [
                 if ok:
                     obs(rec, "ok")
         """,
-        (("inner", "E3('in-block')", None), ("caught", ("E3('in-block')",)),
-         ("ok", "None", None)),
+        (("inner", "E3('in-block')", None), ("caught", ("E3('in-block')",)), ("ok", "None", None)),
         ("return", "from-block"),
     ),
 ]
@@ -636,16 +635,39 @@ def test_selfcheck_generator_coverage():
         static += op.static_features(_program(i))
         dynamic += op.dynamic_features(_program(i), _oracle(i))
     need_static = {
-        "defer": 0.5, "errdefer": 0.4, "okdefer": 0.4, "scope": 0.4, "for_scope": 0.3,
-        "break": 0.1, "continue": 0.1, "try": 0.3, "scope_in_handler": 0.1, "call": 0.2,
-        "target_boom": 0.3, "target_fn": 0.2, "target_obs": 0.5, "target_rec": 0.5,
-        "captured_arg": 0.3, "kwarg": 0.2, "inc": 0.3, "multi_function": 0.5,
+        "defer": 0.5,
+        "errdefer": 0.4,
+        "okdefer": 0.4,
+        "scope": 0.4,
+        "for_scope": 0.3,
+        "break": 0.1,
+        "continue": 0.1,
+        "try": 0.3,
+        "scope_in_handler": 0.1,
+        "call": 0.2,
+        "target_boom": 0.3,
+        "target_fn": 0.2,
+        "target_obs": 0.5,
+        "target_rec": 0.5,
+        "captured_arg": 0.3,
+        "kwarg": 0.2,
+        "inc": 0.3,
+        "multi_function": 0.5,
     }
     need_dynamic = {
-        "defer_ran": 0.3, "errdefer_ran": 0.08, "errdefer_skipped": 0.3, "okdefer_ran": 0.15,
-        "okdefer_skipped": 0.3, "deferred_saw_exception": 0.15, "deferred_call_raised": 0.1,
-        "raised": 0.3, "raised_with_context": 0.08, "raised_context_depth3": 0.015,
-        "returned_value": 0.08, "caught": 0.08, "caught_with_context": 0.01,
+        "defer_ran": 0.3,
+        "errdefer_ran": 0.08,
+        "errdefer_skipped": 0.3,
+        "okdefer_ran": 0.15,
+        "okdefer_skipped": 0.3,
+        "deferred_saw_exception": 0.15,
+        "deferred_call_raised": 0.1,
+        "raised": 0.3,
+        "raised_with_context": 0.08,
+        "raised_context_depth3": 0.015,
+        "returned_value": 0.08,
+        "caught": 0.08,
+        "caught_with_context": 0.01,
     }
     short = [
         f"{k}: {counts[k]} < {frac:.0%} of {len(programs)}"

@@ -81,6 +81,21 @@ def test_recover_in_a_block_stops_the_exception():
     assert log == ["block body", "after block"]
 
 
+def test_recovered_exception_keeps_its_traceback():
+    got = []
+    lines = []
+
+    def f():
+        with scope():
+            defer(lambda: got.append(recover()))
+            lines.append(here() + 1)
+            raise KeyError("k")
+
+    f()
+    frames = traceback.extract_tb(got[0].__traceback__)
+    assert (frames[-1].name, frames[-1].lineno) == ("f", lines[0])
+
+
 def test_after_recovery_earlier_scheduled_calls_see_no_exception():
     log = []
     err = KeyError("k")

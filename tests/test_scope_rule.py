@@ -269,7 +269,7 @@ def test_comprehension_in_a_lambda_belongs_to_the_lambda():
     log = []
 
     def f():
-        (lambda: [defer(log.append, i) for i in range(2)])()
+        (lambda: [defer(log.append, i) for i in range(2)])()  # noqa: PLC3002
         log.append("after lambda")
 
     f()
@@ -370,6 +370,33 @@ def test_exec_top_level_runs_when_exec_raises():
     with pytest.raises(KeyError):
         exec(src, {"log": log})
     assert log == ["exec deferred"]
+
+
+def test_exec_with_separate_locals_is_a_module_body():
+    log = []
+    exec(
+        "from godefer import defer\ndefer(log.append, 'deferred')\nlog.append('body')\n",
+        {"log": log},
+        {},
+    )
+    log.append("after exec")
+    assert log == ["body", "deferred", "after exec"]
+
+
+def test_a_deferred_callable_that_defers_has_its_own_scope():
+    log = []
+
+    def cleanup():
+        defer(log.append, "scheduled by the cleanup")
+        log.append("cleanup body")
+
+    def f():
+        defer(log.append, "f first scheduled")
+        defer(cleanup)
+        log.append("f body")
+
+    f()
+    assert log == ["f body", "cleanup body", "scheduled by the cleanup", "f first scheduled"]
 
 
 def test_eval_code_is_its_own_block():

@@ -64,6 +64,7 @@ def test_closed_at_the_end_of_the_creating_function_in_reverse_order():
 
     a, b = f()
     assert isinstance(a, Res)
+    assert b.name == "b"
     assert LOG == [("init", "a"), ("init", "b"), "body", ("close", "b"), ("close", "a")]
 
 

@@ -253,7 +253,7 @@ def test_real_files(tmp_path):
     seen = []
 
     def f():
-        fh = scoped(open(path))
+        fh = scoped(open(path))  # noqa: SIM115
         seen.append(fh)
         return fh.read()
 

@@ -86,6 +86,19 @@ int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, st
     if (scope->armed || !scope->marks.empty() || scope->unwinding != nullptr) {
         return 0;
     }
+    if (PyThreadState_Get()->tracing > 0) {
+        // Inside a trace, profile or sys.monitoring callback (a debugger evaluating an expression,
+        // say) CPython reports no frame exits, so this call would silently never run.
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s() was called inside a trace, profile or sys.monitoring callback, where "
+                     "CPython reports no frame exits, so the call could never run; schedule it "
+                     "outside the callback, or use `with scope():` around it",
+                     who);
+        PoppedEntry dropped;
+        scope->pop(dropped);
+        release_if_empty(st, scope);
+        return -1;
+    }
     if (arm_frame_exit(st, scope) < 0) {
         PoppedEntry dropped;
         scope->pop(dropped);

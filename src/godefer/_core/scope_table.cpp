@@ -30,10 +30,14 @@ void PoppedEntry::reserve(std::size_t n) {
     }
 }
 
-Scope::Scope(compat::FrameKey key_, PyObject* frame_) noexcept
-    : key(key_), frame(Py_NewRef(frame_)) {}
+void Scope::bind(compat::FrameKey key_, PyObject* frame_) noexcept {
+    key = key_;
+    frame = Py_NewRef(frame_);
+}
 
-Scope::~Scope() {
+Scope::~Scope() { release(); }
+
+void Scope::release() noexcept {
     // Entries left here were never run: only reached when the module itself is torn down.
     for (std::size_t i = slots_.size(); i > 0;) {
         const uintptr_t header = slots_[i - 1];
@@ -43,7 +47,18 @@ Scope::~Scope() {
         }
         i -= count + 1;
     }
-    Py_DECREF(frame);
+    slots_.clear();
+    marks.clear();
+    armed = false;
+    unwinding = nullptr;
+#ifdef GODEFER_USE_TRACING
+    pending_exception.reset();
+#endif
+    key = nullptr;
+    // Dropping the frame can run finalizers, so the record is already unbound when it happens.
+    PyObject* old = frame;
+    frame = nullptr;
+    Py_XDECREF(old);
 }
 
 void Scope::push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
@@ -80,29 +95,98 @@ void Scope::pop(PoppedEntry& out) {
     slots_.pop_back();
 }
 
-Scope* ScopeTable::find_or_create(compat::FrameKey key, PyObject* frame) {
-    auto [it, inserted] = scopes_.try_emplace(key);
-    if (inserted) {
-        it->second = std::make_unique<Scope>(key, frame);
+namespace {
+constexpr std::size_t initial_buckets = 64;
+constexpr std::size_t max_spare = 64;
+constexpr std::size_t max_kept_slots = 256;  // a recycled record keeps at most this buffer
+}  // namespace
+
+ScopeTable::ScopeTable() : buckets_(initial_buckets), mask_(initial_buckets - 1), shift_(64 - 6) {}
+
+ScopeTable::~ScopeTable() { clear(); }
+
+void ScopeTable::grow() {
+    std::vector<Bucket> old = std::move(buckets_);
+    buckets_.assign(old.size() * 2, Bucket{});
+    mask_ = buckets_.size() - 1;
+    --shift_;
+    for (const Bucket& b : old) {
+        if (b.key != nullptr) {
+            std::size_t i = index_of(b.key);
+            while (buckets_[i].key != nullptr) {
+                i = (i + 1) & mask_;
+            }
+            buckets_[i] = b;
+        }
     }
-    return it->second.get();
+}
+
+Scope* ScopeTable::find_or_create(compat::FrameKey key, PyObject* frame) {
+    std::size_t i = index_of(key);
+    for (;; i = (i + 1) & mask_) {
+        if (buckets_[i].key == key) {
+            return buckets_[i].scope;
+        }
+        if (buckets_[i].key == nullptr) {
+            break;
+        }
+    }
+    if ((count_ + 1) * 2 > buckets_.size()) {
+        grow();
+        return find_or_create(key, frame);
+    }
+    std::unique_ptr<Scope> scope;
+    if (!spare_.empty()) {
+        scope = std::move(spare_.back());
+        spare_.pop_back();
+    } else {
+        scope = std::make_unique<Scope>();
+    }
+    scope->bind(key, frame);
+    buckets_[i] = Bucket{key, scope.release()};
+    ++count_;
+    return buckets_[i].scope;
 }
 
 void ScopeTable::erase(Scope* scope) noexcept {
-    auto it = scopes_.find(scope->key);
-    if (it != scopes_.end() && it->second.get() == scope) {
-        // Destroying the record drops the frame reference, which can run arbitrary code via
-        // finalizers; take it out of the table first so that code sees a consistent table.
-        std::unique_ptr<Scope> owned = std::move(it->second);
-        scopes_.erase(it);
-        owned.reset();
+    std::size_t i = index_of(scope->key);
+    for (;; i = (i + 1) & mask_) {
+        if (buckets_[i].key == nullptr) {
+            return;  // not in the table
+        }
+        if (buckets_[i].scope == scope) {
+            break;
+        }
+    }
+    // Backward-shift deletion keeps every probe sequence unbroken without tombstones.
+    std::size_t hole = i;
+    for (std::size_t j = (i + 1) & mask_; buckets_[j].key != nullptr; j = (j + 1) & mask_) {
+        const std::size_t home = index_of(buckets_[j].key);
+        const bool movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
+        if (movable) {
+            buckets_[hole] = buckets_[j];
+            hole = j;
+        }
+    }
+    buckets_[hole] = Bucket{};
+    --count_;
+    std::unique_ptr<Scope> owned(scope);
+    owned->release();
+    if (spare_.size() < max_spare && owned->capacity() <= max_kept_slots) {
+        spare_.push_back(std::move(owned));
     }
 }
 
 void ScopeTable::clear() noexcept {
-    auto scopes = std::move(scopes_);
-    scopes_.clear();
-    scopes.clear();
+    for (Bucket& b : buckets_) {
+        if (b.key != nullptr) {
+            std::unique_ptr<Scope> owned(b.scope);
+            b = Bucket{};
+            --count_;
+            owned.reset();
+        }
+    }
+    spare_.clear();
 }
 
 }  // namespace godefer

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
 #include <vector>
 
 #include "compat.hpp"
@@ -56,7 +55,7 @@ class PoppedEntry {
 // grown.
 class Scope {
    public:
-    Scope(compat::FrameKey key, PyObject* frame) noexcept;
+    Scope() noexcept = default;
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
     Scope(Scope&&) = delete;
@@ -70,10 +69,15 @@ class Scope {
     void pop(PoppedEntry& out);
 
     [[nodiscard]] std::size_t size() const noexcept { return slots_.size(); }
+    [[nodiscard]] std::size_t capacity() const noexcept { return slots_.capacity(); }
     [[nodiscard]] bool empty() const noexcept { return slots_.empty() && marks.empty(); }
 
-    compat::FrameKey key;
-    PyObject* frame;                       // strong reference to the PyFrameObject
+    // Binds a fresh or recycled record to a frame; release() unbinds it, keeping the buffers.
+    void bind(compat::FrameKey key, PyObject* frame) noexcept;
+    void release() noexcept;
+
+    compat::FrameKey key = nullptr;
+    PyObject* frame = nullptr;             // strong reference to the PyFrameObject
     std::vector<std::size_t> marks;        // slot index where each open block scope starts
     bool armed = false;                    // a frame-exit hook watches this frame
     UnwindState* unwinding = nullptr;      // the drain in progress, if any
@@ -85,16 +89,32 @@ class Scope {
     std::vector<uintptr_t> slots_;
 };
 
+// Frame key -> record, open addressing with linear probing and backward-shift deletion: no
+// allocation per frame once warm. Released records are kept for reuse with their buffers.
 class ScopeTable {
    public:
+    ScopeTable();
+    ScopeTable(const ScopeTable&) = delete;
+    ScopeTable& operator=(const ScopeTable&) = delete;
+    ScopeTable(ScopeTable&&) = delete;
+    ScopeTable& operator=(ScopeTable&&) = delete;
+    ~ScopeTable();
+
     [[nodiscard]] Scope* find(compat::FrameKey key) const noexcept {
-        auto it = scopes_.find(key);
-        return it == scopes_.end() ? nullptr : it->second.get();
+        for (std::size_t i = index_of(key);; i = (i + 1) & mask_) {
+            const Bucket& b = buckets_[i];
+            if (b.key == key) {
+                return b.scope;
+            }
+            if (b.key == nullptr) {
+                return nullptr;
+            }
+        }
     }
     // Returns the record for key, creating it (holding `frame`) if absent.
     Scope* find_or_create(compat::FrameKey key, PyObject* frame);
     void erase(Scope* scope) noexcept;
-    [[nodiscard]] std::size_t size() const noexcept { return scopes_.size(); }
+    [[nodiscard]] std::size_t size() const noexcept { return count_; }
     void clear() noexcept;
 
     // Records being drained right now (any thread), innermost last: recover() and result() look
@@ -102,7 +122,23 @@ class ScopeTable {
     std::vector<Scope*> draining;
 
    private:
-    std::unordered_map<compat::FrameKey, std::unique_ptr<Scope>> scopes_;
+    struct Bucket {
+        compat::FrameKey key = nullptr;
+        Scope* scope = nullptr;
+    };
+    [[nodiscard]] std::size_t index_of(compat::FrameKey key) const noexcept {
+        constexpr uint64_t fibonacci = 0x9E3779B97F4A7C15ULL;
+        return static_cast<std::size_t>((reinterpret_cast<uint64_t>(key) >> 4) * fibonacci >>
+                                        shift_) &
+               mask_;
+    }
+    void grow();
+
+    std::vector<Bucket> buckets_;
+    std::size_t mask_ = 0;
+    int shift_ = 0;
+    std::size_t count_ = 0;
+    std::vector<std::unique_ptr<Scope>> spare_;
 };
 
 }  // namespace godefer

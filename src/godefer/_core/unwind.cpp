@@ -8,22 +8,34 @@ namespace godefer {
 
 namespace {
 
-// Restores sys.exception() to what it was when the drain started, whatever the calls did.
+// Inside a `finally:` sys.exception() is the exception in flight, or else the enclosing one. The
+// enclosing one is saved the first time a call needs a different value, and restored at the end.
 class HandledExceptionGuard {
    public:
-    HandledExceptionGuard() noexcept : saved_(Ref::steal(PyErr_GetHandledException())) {}
+    HandledExceptionGuard() noexcept = default;
     HandledExceptionGuard(const HandledExceptionGuard&) = delete;
     HandledExceptionGuard& operator=(const HandledExceptionGuard&) = delete;
     HandledExceptionGuard(HandledExceptionGuard&&) = delete;
     HandledExceptionGuard& operator=(HandledExceptionGuard&&) = delete;
-    ~HandledExceptionGuard() { PyErr_SetHandledException(saved_.get()); }
+    ~HandledExceptionGuard() {
+        if (active_) {
+            PyErr_SetHandledException(saved_.get());
+        }
+    }
 
-    // Inside a `finally:` sys.exception() is the exception in flight, or else the enclosing one.
-    void show(PyObject* in_flight) const noexcept {
+    void show(PyObject* in_flight) noexcept {
+        if (!active_) {
+            if (in_flight == nullptr) {
+                return;
+            }
+            saved_ = Ref::steal(PyErr_GetHandledException());
+            active_ = true;
+        }
         PyErr_SetHandledException(in_flight != nullptr ? in_flight : saved_.get());
     }
 
    private:
+    bool active_ = false;
     Ref saved_;
 };
 
@@ -42,6 +54,10 @@ class DrainRegistration {
     DrainRegistration& operator=(DrainRegistration&&) = delete;
     ~DrainRegistration() {
         scope_.unwinding = scope_.unwinding->outer;
+        if (table_.draining.back() == &scope_) {
+            table_.draining.pop_back();
+            return;
+        }
         auto it = std::find(table_.draining.rbegin(), table_.draining.rend(), &scope_);
         if (it != table_.draining.rend()) {
             table_.draining.erase(std::next(it).base());
