@@ -121,7 +121,7 @@ def test_settrace_before_call_sees_function_and_deferred_call():
 
 
 def test_settrace_before_call_with_exception_exit():
-    src = SRC.replace('    return 42\n', '    raise KeyError("boom")\n')
+    src = SRC.replace("    return 42\n", '    raise KeyError("boom")\n')
     ns = runtime_ns(src)
     rec, log = Recorder(), []
     sys.settrace(rec)
@@ -525,6 +525,7 @@ def _run_coverage(tmp_path, how: str, core: str | None) -> dict:
         env["COVERAGE_CORE"] = core
     proc = subprocess.run(
         [sys.executable, "-c", COV_DRIVER, str(target), how, str(tmp_path)],
+        check=False,
         capture_output=True,
         text=True,
         env=env,
@@ -540,7 +541,7 @@ def _assert_covered(res: dict) -> None:
     missing = set(res["missing"])
     assert not (COV_DEFERRED_LINES & missing), f"deferred lines reported unexecuted: {res}"
     assert not (COV_F_LINES & missing), f"function lines reported unexecuted: {res}"
-    assert COV_DEFERRED_LINES <= set(res["statements"]), res
+    assert set(res["statements"]) >= COV_DEFERRED_LINES, res
 
 
 @pytest.mark.parametrize("how", ["runtime", "imported"])
@@ -679,7 +680,11 @@ print(json.dumps(out))
 
 def test_import_installs_nothing_global():
     proc = subprocess.run(
-        [sys.executable, "-c", GLOBAL_STATE_PROBE], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", GLOBAL_STATE_PROBE],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -7,16 +7,22 @@ a cooperative ``super().close()`` diamond); ``release()`` takes the instance out
 
 from __future__ import annotations
 
+import copy
 import gc
 import io
+import os
 import sys
 import textwrap
+import threading
 import traceback
 import weakref
 
 import pytest
 
+import godefer
 from godefer import ScopeBound, defer, scope, scoped
+
+GODEFER_DIR = os.path.dirname(os.path.abspath(godefer.__file__))
 
 
 def run_src(src: str, **names: object) -> dict:
@@ -474,3 +480,74 @@ def test_scopebound_in_exec_source():
     # a released instance is adopted by nobody: "c" is never closed
     assert ns["log"] == [("close", "a"), "body", ("close", "b"), "after f"]
     assert ns["c"].name == "c"
+
+
+def test_copy_of_an_instance_released_leaves_the_original_in_its_scope():
+    def f():
+        original = Res("original")
+        duplicate = copy.copy(original)
+        duplicate.name = "copy"
+        duplicate.release()
+        LOG.append("body")
+
+    f()
+    # releasing the copy must not take the original out of its scope
+    assert LOG == [("init", "original"), "body", ("close", "original")]
+
+
+def test_close_runs_once_when_two_threads_race():
+    """Thread A is paused at each successive line of godefer's own Python code inside close()
+    (if any) while thread B calls close() on the same instance: the body runs once."""
+    runs = []
+
+    class Racy(ScopeBound):
+        def close(self):
+            runs.append(self)
+
+    def make():
+        return Racy().release()
+
+    counts = {}
+    for pause_at in range(1, 15):
+        obj = make()
+        b_go = threading.Event()
+        b_done = threading.Event()
+
+        def thread_a(obj=obj, pause_at=pause_at, b_go=b_go, b_done=b_done):
+            count = 0
+
+            def local(frame, event, arg):
+                nonlocal count
+                if event == "line":
+                    count += 1
+                    if count == pause_at:
+                        b_go.set()
+                        b_done.wait(1.0)  # a lock-based guard may keep B waiting on A: go on
+                return local
+
+            def global_tracer(frame, event, arg):
+                if os.path.abspath(frame.f_code.co_filename).startswith(GODEFER_DIR):
+                    return local
+                return None
+
+            sys.settrace(global_tracer)
+            try:
+                obj.close()
+            finally:
+                sys.settrace(None)
+                b_go.set()
+
+        def thread_b(obj=obj, b_go=b_go, b_done=b_done):
+            b_go.wait(30)
+            obj.close()
+            b_done.set()
+
+        ta = threading.Thread(target=thread_a)
+        tb = threading.Thread(target=thread_b)
+        ta.start()
+        tb.start()
+        ta.join(30)
+        tb.join(30)
+        counts[pause_at] = runs.count(obj)
+    # pause point -> number of times the close body ran: every value must be 1
+    assert counts == dict.fromkeys(range(1, 15), 1)
