@@ -35,8 +35,10 @@ else
 fi
 unset GODEFER_SANITIZE
 
-core=$("$VENV/bin/python" -c 'import importlib.util as u; print(u.find_spec("godefer._core").origin)' 2>/dev/null) ||
-    godefer_die "godefer._core not found in $VENV"
+# (located without importing it: an ASan-built module only loads with the runtime preloaded)
+platlib=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+core=$(ls "$platlib"/godefer/_core*.so 2>/dev/null | head -n 1)
+[[ -n $core ]] || godefer_die "godefer/_core*.so not found under $platlib"
 if ! ldd "$core" | grep -q libasan; then
     godefer_die "$core is not linked against libasan: GODEFER_SANITIZE did not reach the build"
 fi

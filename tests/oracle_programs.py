@@ -193,6 +193,9 @@ class Function:
 class Program:
     functions: tuple  # of Function; functions[0] is f0, the entry
     entry_arg: int  # run(rec) returns f0(rec, entry_arg)
+    # run(rec) calls f0 inside ``except E2:`` of an exception raised there (sys.exception() is
+    # then never None, yet that exception is not in flight through any scope of the program)
+    outer_handled: bool = False
 
     def function(self, index: int) -> Function:
         for f in self.functions:
@@ -230,7 +233,7 @@ class _Generator:
         for k in range(nfuncs):
             ctx = _Ctx(fn=k, nfuncs=nfuncs, depth=0, loops=(), scope_level=True)
             funcs.append(Function(k, self.block(ctx)))
-        return Program(tuple(funcs), self.rng.randrange(3))
+        return Program(tuple(funcs), self.rng.randrange(3), self.rng.random() < 0.2)
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -447,6 +450,8 @@ def static_features(prog: Program) -> Counter:
                 feats.add(type(s).__name__.lower())
     if len(prog.functions) > 1:
         feats.add("multi_function")
+    if prog.outer_handled:
+        feats.add("outer_handled")
     return Counter(feats)
 
 
@@ -636,7 +641,13 @@ class _Renderer:
         self.line(0, "")
         self.line(0, "")
         self.line(0, "def run(rec):")
-        self.line(1, f"return f0(rec, {prog.entry_arg})")
+        if prog.outer_handled:
+            self.line(1, "try:")
+            self.line(2, "raise E2('outer')")
+            self.line(1, "except E2:")
+            self.line(2, f"return f0(rec, {prog.entry_arg})")
+        else:
+            self.line(1, f"return f0(rec, {prog.entry_arg})")
         return "\n".join(self.out) + "\n"
 
 

@@ -217,6 +217,23 @@ def test_block_deferred_raise_on_normal_exit():
     assert dexc.__context__ is None
 
 
+def test_block_two_raising_calls_follow_nested_try_finally():
+    ea = ValueError("a")
+    eb = KeyError("b")
+
+    def f():
+        with scope():
+            defer(raiser, ea)
+            defer(raiser, eb)
+        return "unused"
+
+    with pytest.raises(ValueError) as info:
+        f()
+    assert info.value is ea
+    assert ea.__context__ is eb
+    assert eb.__context__ is None
+
+
 def test_block_sys_exception_on_normal_exit_inside_handler():
     seen = []
     handled = KeyError("h")

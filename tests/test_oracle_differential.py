@@ -653,6 +653,7 @@ def test_selfcheck_generator_coverage():
         "kwarg": 0.2,
         "inc": 0.3,
         "multi_function": 0.5,
+        "outer_handled": 0.1,
     }
     need_dynamic = {
         "defer_ran": 0.3,

@@ -120,6 +120,26 @@ def test_after_recovery_earlier_scheduled_calls_see_no_exception():
     ]
 
 
+def test_after_a_recovered_block_the_body_sees_no_exception():
+    seen = []
+
+    def f():
+        with scope():
+            defer(lambda: recover())
+            raise KeyError("k")
+        seen.append(sys.exception())
+        return "r"
+
+    assert f() == "r"
+    try:
+        raise IndexError("handled by the caller")
+    except IndexError as handled:
+        assert f() == "r"
+        assert sys.exception() is handled
+    assert seen[0] is None
+    assert type(seen[1]) is IndexError
+
+
 def test_recover_with_types():
     got = []
 
@@ -158,6 +178,34 @@ def test_recover_default_lets_base_exceptions_pass(exc_type):
     assert f(exc_type) == "recovered"
     assert len(got) == 2
     assert type(got[1]) is exc_type
+
+
+def test_recover_default_lets_cancelled_error_pass():
+    log = []
+
+    async def worker(started, *types):
+        with scope():
+            defer(lambda: log.append(("recover", type(recover(*types)).__name__)))
+            started.set()
+            await asyncio.sleep(30)
+        log.append("after block")
+        return "finished"
+
+    async def main(*types):
+        started = asyncio.Event()
+        task = asyncio.create_task(worker(started, *types))
+        await started.wait()
+        task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(main()) == "cancelled"
+    assert log == [("recover", "NoneType")]
+    log.clear()
+    assert asyncio.run(main(asyncio.CancelledError)) == "finished"
+    assert log == [("recover", "CancelledError"), "after block"]
 
 
 def test_recover_and_generator_exit():

@@ -7,6 +7,7 @@ stays on the runtime path once preparation exists.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import pytest
@@ -185,6 +186,18 @@ def test_method_scope():
     C.s()
     C.c()
     assert log == [("body", 1), ("deferred", 1), "static deferred", ("class deferred", "C")]
+
+
+def test_defer_called_from_c_code_schedules_in_the_innermost_python_frame():
+    log = []
+
+    def f():
+        list(map(defer, [lambda: log.append(1), lambda: log.append(2)]))
+        functools.partial(defer, log.append, 3)()
+        log.append("body")
+
+    f()
+    assert log == ["body", 3, 2, 1]
 
 
 # --- lambdas ---------------------------------------------------------------------------

@@ -114,6 +114,13 @@ def test_thread_target_function_is_the_scope():
     assert log == ["body", "deferred"]
 
 
+@pytest.mark.xfail(
+    sys.version_info < (3, 12),
+    strict=True,
+    reason="3.11 runtime path: godefer's exit hooks are per thread (as CPython's trace and "
+    "profile functions are), so a generator finished on another thread is not seen to exit; "
+    "documented in docs/semantics.md, 'Known limits of the runtime path'",
+)
 def test_generator_started_in_one_thread_finished_in_another():
     log = []
 

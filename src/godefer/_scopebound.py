@@ -8,8 +8,13 @@ from typing import Any, Self
 
 from godefer._core import ScopeBoundMeta
 
-_CLOSED = "_godefer_closed"
+_CLOSED = "_godefer_closed_"
 _TOKEN = "_godefer_token"
+
+
+def _closed_key(obj: object) -> str:
+    # Keyed by identity so that a copy (copy.copy copies __dict__) is not born closed.
+    return f"{_CLOSED}{id(obj):x}"
 
 
 def _guarded(cls: type, close: Callable[..., Any]) -> Callable[..., Any]:
@@ -24,10 +29,10 @@ def _guarded(cls: type, close: Callable[..., Any]) -> Callable[..., Any]:
     def guarded_close(self: Any, *args: Any, **kwargs: Any) -> Any:
         if type(self).close is not guarded_close:
             return close(self, *args, **kwargs)
-        state = vars(self)
-        if state.get(_CLOSED):
+        # dict.setdefault is one atomic step under the GIL: of two racing threads, one wins.
+        marker = object()
+        if vars(self).setdefault(_closed_key(self), marker) is not marker:
             return None
-        state[_CLOSED] = True
         return close(self, *args, **kwargs)
 
     guarded_close._godefer_guard = True  # type: ignore[attr-defined]
@@ -89,8 +94,9 @@ class ScopeBound(metaclass=ScopeBoundMeta):
         The scope will not close it; nothing adopts it automatically (the new owner may
         ``scoped()`` it).
         """
-        token_ref = vars(self).pop(_TOKEN, None)
+        token_ref = vars(self).get(_TOKEN)
         token = token_ref() if token_ref is not None else None
-        if token is not None:
+        if token is not None and token.holds(self):  # not a copy's inherited reference
+            del vars(self)[_TOKEN]
             token.discard()
         return self

@@ -84,6 +84,7 @@ namespace {
 struct BlockScopeObject {
     PyObject_HEAD
     PyObject* frame;  // the frame whose block this is, while entered
+    PyObject* outer;  // sys.exception() when the block was entered (Py_None: none)
     compat::FrameKey key;
     std::size_t depth;  // number of open blocks in that frame, this one included
 };
@@ -101,6 +102,10 @@ PyObject* block_enter(PyObject* self, PyObject* /*unused*/) {
         return nullptr;
     }
     scope->marks.push_back(scope->size());
+    // At __exit__ the with statement has already made the exception in flight the handled one;
+    // after a recovery the block's remaining calls must see what enclosed the block instead.
+    PyObject* outer = PyErr_GetHandledException();
+    b->outer = outer != nullptr ? outer : Py_NewRef(Py_None);
     b->frame = Py_NewRef(scope->frame);
     b->key = scope->key;
     b->depth = scope->marks.size();
@@ -124,8 +129,10 @@ PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     const std::size_t floor = scope->marks.back();
     scope->marks.pop_back();
     Py_CLEAR(b->frame);
+    Ref outer = Ref::steal(b->outer);
+    b->outer = nullptr;
     PyObject* in_flight = args[1] != Py_None ? args[1] : nullptr;
-    Ref final = drain(st, *scope, floor, Ref::borrow(in_flight), true);
+    Ref final = drain(st, *scope, floor, Ref::borrow(in_flight), true, outer.get());
     release_if_empty(st, scope);
     if (final.get() == in_flight) {
         Py_RETURN_FALSE;  // nothing raised, or the original exception goes on
@@ -150,12 +157,14 @@ PyObject* block_call(PyObject* self, PyObject* args, PyObject* kwargs) {
 
 int block_traverse(PyObject* self, visitproc visit, void* arg) {
     Py_VISIT(reinterpret_cast<BlockScopeObject*>(self)->frame);
+    Py_VISIT(reinterpret_cast<BlockScopeObject*>(self)->outer);
     Py_VISIT(Py_TYPE(self));
     return 0;
 }
 
 int block_clear(PyObject* self) {
     Py_CLEAR(reinterpret_cast<BlockScopeObject*>(self)->frame);
+    Py_CLEAR(reinterpret_cast<BlockScopeObject*>(self)->outer);
     return 0;
 }
 
@@ -218,6 +227,7 @@ PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     }
     b->frame = nullptr;
+    b->outer = nullptr;
     b->key = nullptr;
     b->depth = 0;
     PyObject_GC_Track(b);

@@ -74,7 +74,15 @@ int trace_hook(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
     if (what == PyTrace_EXCEPTION) {
         Scope* scope = h.st->table->find(frame);
         if (scope != nullptr && scope->armed) {
-            scope->pending_exception = Ref::borrow(PyTuple_GET_ITEM(arg, 1));
+            // 3.11 attaches the traceback to the exception only where it is caught; deferred
+            // calls (and scoped() __exit__) must see it as a finally block would.
+            PyObject* value = PyTuple_GET_ITEM(arg, 1);
+            PyObject* tb = PyTuple_GET_ITEM(arg, 2);
+            if (PyExceptionInstance_Check(value) && PyTraceBack_Check(tb) &&
+                PyException_SetTraceback(value, tb) < 0) {
+                return -1;
+            }
+            scope->pending_exception = Ref::borrow(value);
         }
     }
     return h.prev_trace != nullptr ? h.prev_trace(obj, frame, what, arg) : 0;

@@ -57,9 +57,14 @@ void token_dealloc(PyObject* self) {
     Py_DECREF(tp);
 }
 
+PyObject* token_holds(PyObject* self, PyObject* obj) {
+    return PyBool_FromLong(static_cast<long>(reinterpret_cast<CloseTokenObject*>(self)->obj == obj));
+}
+
 PyMethodDef token_methods[] = {
     {"discard", token_discard, METH_NOARGS,
      "Let go of the instance: the scope will not close it."},
+    {"holds", token_holds, METH_O, "Whether this token will close exactly this object."},
     {nullptr, nullptr, 0, nullptr},
 };
 

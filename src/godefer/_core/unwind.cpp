@@ -8,11 +8,12 @@ namespace godefer {
 
 namespace {
 
-// Inside a `finally:` sys.exception() is the exception in flight, or else the enclosing one. The
-// enclosing one is saved the first time a call needs a different value, and restored at the end.
+// Inside a `finally:` sys.exception() is the exception in flight, or else the one enclosing the
+// block. The current value is saved the first time a call needs a different one, and restored at
+// the end.
 class HandledExceptionGuard {
    public:
-    HandledExceptionGuard() noexcept = default;
+    explicit HandledExceptionGuard(PyObject* outer) noexcept : outer_(outer) {}
     HandledExceptionGuard(const HandledExceptionGuard&) = delete;
     HandledExceptionGuard& operator=(const HandledExceptionGuard&) = delete;
     HandledExceptionGuard(HandledExceptionGuard&&) = delete;
@@ -25,16 +26,20 @@ class HandledExceptionGuard {
 
     void show(PyObject* in_flight) noexcept {
         if (!active_) {
-            if (in_flight == nullptr) {
+            if (in_flight == nullptr && outer_ == nullptr) {
                 return;
             }
             saved_ = Ref::steal(PyErr_GetHandledException());
             active_ = true;
+            if (outer_ == nullptr) {
+                outer_ = saved_.get();
+            }
         }
-        PyErr_SetHandledException(in_flight != nullptr ? in_flight : saved_.get());
+        PyErr_SetHandledException(in_flight != nullptr ? in_flight : outer_);
     }
 
    private:
+    PyObject* outer_;  // borrowed; Py_None means "no exception"
     bool active_ = false;
     Ref saved_;
 };
@@ -116,12 +121,13 @@ void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
 
 }  // namespace
 
-Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block) {
+Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block,
+          PyObject* outer) {
     UnwindState state;
     state.exc = std::move(exc);
     state.block = block;
     DrainRegistration registration(*st->table, scope, state);
-    HandledExceptionGuard handled;
+    HandledExceptionGuard handled(outer);
     while (scope.size() > floor) {
         PoppedEntry entry;
         scope.pop(entry);

@@ -22,8 +22,11 @@ struct UnwindState {
 // Runs the entries of `scope` above index `floor`, last first, as nested try/finally blocks would:
 // each call sees the exception in flight as sys.exception(), an exception it raises replaces the
 // one in flight (carrying it as __context__), and errdefer/okdefer entries decide by the exception
-// in flight when they are reached. Returns the exception in flight at the end (null: none).
-Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block);
+// in flight when they are reached. `outer` is what sys.exception() shows when nothing is in flight
+// (the handled exception enclosing the scope); null means the current one. Returns the exception
+// in flight at the end (null: none).
+Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block,
+          PyObject* outer = nullptr);
 
 // The frame of `scope` is exiting with `exc` in flight (borrowed, may be null): drains it, removes
 // it from the table and returns the exception that must leave the frame.
