@@ -279,13 +279,13 @@ class _Generator:
         stmts = [self.stmt(ctx) for _ in range(length)]
         # Sometimes end the block with an unconditional exit.
         x = r.random()
-        if x < 0.12:
+        if x < 0.08:
             stmts.append(Raise(self.exc_class(), f"m{self.fresh()}"))
-        elif x < 0.22:
+        elif x < 0.13:
             stmts.append(Return(self.return_value()))
-        elif ctx.loops and x < 0.27:
+        elif ctx.loops and x < 0.17:
             stmts.append(Break())
-        elif ctx.loops and x < 0.32:
+        elif ctx.loops and x < 0.21:
             stmts.append(Continue())
         return tuple(stmts[:MAX_STMTS])
 

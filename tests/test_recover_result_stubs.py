@@ -530,7 +530,8 @@ def test_result_inside_a_deferred_call_raises_not_prepared(which):
 
 
 @pytest.mark.parametrize("which", ["result", "set_result"])
-def test_result_inside_a_block_deferred_call_raises_not_prepared(which):
+def test_result_inside_a_block_deferred_call_raises_lookup_error(which):
+    # A `with scope():` block has no return value, prepared or not (docs/semantics.md).
     call = (lambda: result()) if which == "result" else (lambda: set_result(7))
 
     def f():
@@ -538,7 +539,7 @@ def test_result_inside_a_block_deferred_call_raises_not_prepared(which):
             defer(call)
         return 1
 
-    with pytest.raises(NotPreparedError):
+    with pytest.raises(LookupError, match="block has no return value"):
         f()
 
 

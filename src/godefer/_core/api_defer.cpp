@@ -14,6 +14,7 @@ struct DeferObject {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Kind kind;
+    bool prepared;  // the instance prepared code calls: its caller drains the scope itself
 };
 
 const char* name_of(Kind kind) noexcept {
@@ -52,7 +53,8 @@ PyObject* defer_vectorcall(PyObject* self, PyObject* const* args, std::size_t na
     const std::size_t count =
         static_cast<std::size_t>(nargs - 1) +
         static_cast<std::size_t>(kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0);
-    if (schedule(state_from_type(Py_TYPE(self)), d->kind, fn, args + 1, count, kwnames, who) < 0) {
+    if (schedule(state_from_type(Py_TYPE(self)), d->kind, fn, args + 1, count, kwnames, who,
+                 d->prepared) < 0) {
         return nullptr;
     }
     return Py_NewRef(fn);
@@ -108,13 +110,14 @@ PyTypeObject* make_defer_type(PyObject* module) {
     return reinterpret_cast<PyTypeObject*>(PyType_FromModuleAndSpec(module, &defer_spec, nullptr));
 }
 
-PyObject* make_defer_instance(PyTypeObject* type, int kind) {
+PyObject* make_defer_instance(PyTypeObject* type, int kind, bool prepared) {
     auto* d = PyObject_New(DeferObject, type);
     if (d == nullptr) {
         return nullptr;
     }
     d->vectorcall = defer_vectorcall;
     d->kind = static_cast<Kind>(kind);
+    d->prepared = prepared;
     return reinterpret_cast<PyObject*>(d);
 }
 

@@ -23,13 +23,9 @@ Ref lookup_special(PyObject* obj, PyObject* name) {
 
 }  // namespace
 
-PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
-    if (nargs != 1) {
-        PyErr_Format(PyExc_TypeError, "scoped() takes exactly one argument (%zd given)", nargs);
-        return nullptr;
-    }
-    ModuleState* st = module_state(module);
-    PyObject* obj = args[0];
+namespace {
+
+PyObject* scoped_impl(ModuleState* st, PyObject* obj, bool prepared) {
     Ref exit = lookup_special(obj, st->str_exit);
     Ref enter = exit ? lookup_special(obj, st->str_enter) : Ref{};
     if (PyErr_Occurred() != nullptr) {
@@ -40,7 +36,7 @@ PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
         if (!value) {
             return nullptr;  // like `with`: an __enter__ that raises schedules nothing
         }
-        if (schedule(st, Kind::exit_cm, exit.get(), nullptr, 0, nullptr, "scoped") < 0) {
+        if (schedule(st, Kind::exit_cm, exit.get(), nullptr, 0, nullptr, "scoped", prepared) < 0) {
             // Entered but not scheduled: exit now, as `with` would on an exception at this line.
             Ref exc = compat::fetch_exception();
             PyObject* t = reinterpret_cast<PyObject*>(Py_TYPE(exc.get()));
@@ -57,7 +53,7 @@ PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     }
     Ref close = Ref::steal(PyObject_GetAttr(obj, st->str_close));
     if (close && PyCallable_Check(close.get()) != 0) {
-        if (schedule(st, Kind::always, close.get(), nullptr, 0, nullptr, "scoped") < 0) {
+        if (schedule(st, Kind::always, close.get(), nullptr, 0, nullptr, "scoped", prepared) < 0) {
             return nullptr;
         }
         return Py_NewRef(obj);
@@ -77,13 +73,27 @@ PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
 }
 
+}  // namespace
+
+PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "scoped() takes exactly one argument (%zd given)", nargs);
+        return nullptr;
+    }
+    return scoped_impl(module_state(module), args[0], false);
+}
+
+PyObject* prepared_scoped(PyObject* module, PyObject* obj) {
+    return scoped_impl(module_state(module), obj, true);
+}
+
 // ---- with scope(): -------------------------------------------------------------------------
 
 namespace {
 
 struct BlockScopeObject {
     PyObject_HEAD
-    PyObject* frame;  // the frame whose block this is, while entered
+    PyObject* frame;  // non-null while the block is open (see block_enter)
     PyObject* outer;  // sys.exception() when the block was entered (Py_None: none)
     compat::FrameKey key;
     std::size_t depth;  // number of open blocks in that frame, this one included
@@ -97,7 +107,7 @@ PyObject* block_enter(PyObject* self, PyObject* /*unused*/) {
         return nullptr;
     }
     ModuleState* st = state_from_type(Py_TYPE(self));
-    Scope* scope = calling_scope(st, "scope");
+    Scope* scope = calling_scope(st, "scope", false);
     if (scope == nullptr) {
         return nullptr;
     }
@@ -106,7 +116,9 @@ PyObject* block_enter(PyObject* self, PyObject* /*unused*/) {
     // after a recovery the block's remaining calls must see what enclosed the block instead.
     PyObject* outer = PyErr_GetHandledException();
     b->outer = outer != nullptr ? outer : Py_NewRef(Py_None);
-    b->frame = Py_NewRef(scope->frame);
+    // Holding the scope's frame object (runtime records) or the block object itself (prepared
+    // ones) marks the block as open; only the key identifies the scope.
+    b->frame = Py_NewRef(scope->frame != nullptr ? scope->frame : self);
     b->key = scope->key;
     b->depth = scope->marks.size();
     return Py_NewRef(self);
@@ -119,8 +131,8 @@ PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     }
     ModuleState* st = state_from_type(Py_TYPE(self));
-    Scope* scope = b->frame != nullptr ? st->table->find(b->key) : nullptr;
-    if (scope == nullptr || scope->frame != b->frame || scope->marks.size() != b->depth) {
+    Scope* scope = b->key != nullptr ? st->table->find(b->key) : nullptr;
+    if (scope == nullptr || scope->marks.size() != b->depth || b->frame == nullptr) {
         PyErr_SetString(PyExc_RuntimeError,
                         "scope() blocks must be exited in the frame, and in the order, in which "
                         "they were entered; use them only as `with scope():`");
@@ -132,15 +144,18 @@ PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Ref outer = Ref::steal(b->outer);
     b->outer = nullptr;
     PyObject* in_flight = args[1] != Py_None ? args[1] : nullptr;
-    Ref final = drain(st, *scope, floor, Ref::borrow(in_flight), true, outer.get());
+    UnwindState state;
+    state.kind = ExitKind::block;
+    state.exc = Ref::borrow(in_flight);
+    drain(st, *scope, floor, state, outer.get());
     release_if_empty(st, scope);
-    if (final.get() == in_flight) {
+    if (state.exc.get() == in_flight) {
         Py_RETURN_FALSE;  // nothing raised, or the original exception goes on
     }
-    if (!final) {
+    if (!state.exc) {
         Py_RETURN_TRUE;  // recovered, or suppressed by a scoped() context manager
     }
-    compat::restore_exception(std::move(final));
+    compat::restore_exception(std::move(state.exc));
     return nullptr;
 }
 

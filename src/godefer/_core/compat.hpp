@@ -19,6 +19,12 @@
 #include <opcode.h>
 #endif
 
+// The interpreter frame layout is internal to CPython and differs per version; everything the
+// core reads from it goes through the helpers below.
+#define Py_BUILD_CORE 1
+#include <internal/pycore_frame.h>
+#undef Py_BUILD_CORE
+
 #if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
 #error "godefer supports CPython 3.11, 3.12 and 3.13"
 #endif
@@ -31,22 +37,72 @@
 
 namespace godefer::compat {
 
-// A frame's identity in the scope table. 3.11 hooks receive PyFrameObject*, so the frame object
-// is the key there; 3.12+ monitoring callbacks receive no frame, and the interpreter frame
-// pointer is readable without materialising a frame object, so it is the key there. Either way
-// the table also holds a strong reference to the frame object and checks it before firing, so a
-// record can never fire for another frame that reuses the same memory.
+// A frame's identity in the scope table: the interpreter frame (_PyInterpreterFrame*), readable
+// from the thread state without materialising a frame object. A record made by the runtime path
+// also holds the frame's PyFrameObject and is only ever matched while that frame object is still
+// attached to the interpreter frame, so it can never fire for another frame that reuses the same
+// memory. Prepared frames always drain their own record at exit and hold no frame object.
 using FrameKey = const void*;
 
+inline _PyInterpreterFrame* current_iframe(PyThreadState* tstate) noexcept {
 #if PY_VERSION_HEX >= 0x030D0000
-inline FrameKey current_frame_key(PyThreadState* tstate) noexcept {
     return tstate->current_frame;
-}
-#elif PY_VERSION_HEX >= 0x030C0000
-inline FrameKey current_frame_key(PyThreadState* tstate) noexcept {
+#else
     return tstate->cframe->current_frame;
+#endif
+}
+
+inline PyCodeObject* iframe_code(_PyInterpreterFrame* frame) noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+    return _PyFrame_GetCode(frame);
+#else
+    return frame->f_code;
+#endif
+}
+
+// The PyFrameObject attached to an interpreter frame, or null if none was made.
+inline PyObject* attached_frame_object(_PyInterpreterFrame* frame) noexcept {
+    return reinterpret_cast<PyObject*>(frame->frame_obj);
+}
+
+inline _PyInterpreterFrame* iframe_of(PyFrameObject* frame) noexcept { return frame->f_frame; }
+
+// Skips the frames CPython pushes for C calls into the interpreter and frames still being set up.
+inline _PyInterpreterFrame* complete_frame(_PyInterpreterFrame* frame) noexcept {
+    while (frame != nullptr && _PyFrame_IsIncomplete(frame)) {
+        frame = frame->previous;
+    }
+    return frame;
+}
+
+inline _PyInterpreterFrame* caller_frame(_PyInterpreterFrame* frame) noexcept {
+    return frame != nullptr ? complete_frame(frame->previous) : nullptr;
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+// 3.11 gives list/set/dict comprehensions a frame of their own; scopes must not see it.
+inline bool is_comprehension_code(PyCodeObject* code) noexcept {
+    static const char* const names[] = {"<listcomp>", "<setcomp>", "<dictcomp>"};
+    for (const char* name : names) {
+        if (PyUnicode_CompareWithASCIIString(code->co_name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 #endif
+
+// The frame of the innermost code block calling into the core: the current Python frame, or on
+// 3.11 the block enclosing a comprehension's frame.
+inline _PyInterpreterFrame* block_frame(PyThreadState* tstate) noexcept {
+    _PyInterpreterFrame* frame = complete_frame(current_iframe(tstate));
+#if PY_VERSION_HEX < 0x030C0000
+    while (frame != nullptr && is_comprehension_code(iframe_code(frame))) {
+        frame = caller_frame(frame);
+    }
+#endif
+    return frame;
+}
 
 // Exception fetch/restore as one object, with its traceback attached.
 inline Ref fetch_exception() noexcept {
@@ -85,17 +141,6 @@ inline void restore_exception(Ref exc) noexcept {
 }
 
 #ifdef GODEFER_USE_TRACING
-// 3.11 gives list/set/dict comprehensions a frame of their own; scopes must not see it.
-inline bool is_comprehension_code(PyCodeObject* code) noexcept {
-    static const char* const names[] = {"<listcomp>", "<setcomp>", "<dictcomp>"};
-    for (const char* name : names) {
-        if (PyUnicode_CompareWithASCIIString(code->co_name, name) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 // True when a 3.11 PyTrace_RETURN event for `frame` is a yield (generator, coroutine or async
 // generator suspending), not an exit. YIELD_VALUE marks the generator suspended before it
 // reports the event. FRAME_SUSPENDED is -1 in 3.11's pycore_frame.h.

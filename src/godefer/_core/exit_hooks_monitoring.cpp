@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "code_flags.hpp"
 #include "exit_hooks.hpp"
 #include "unwind.hpp"
 
@@ -16,8 +17,6 @@ namespace godefer {
 namespace {
 
 constexpr int tool_candidates[] = {4, 3, 5};
-constexpr uintptr_t extra_return_event = 0x1;  // PY_RETURN is on for our tool in this code
-constexpr uintptr_t extra_close_patched = 0x2;
 constexpr int generator_like = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR;
 
 PyObject* call_monitoring(PyObject* fn, std::initializer_list<PyObject*> args) {
@@ -93,14 +92,12 @@ int set_unwind_event(ModuleState* st, bool on) {
 }
 
 int watch_code(ModuleState* st, PyCodeObject* code) {
-    void* raw = nullptr;
-    if (PyUnstable_Code_GetExtra(reinterpret_cast<PyObject*>(code), st->code_extra_index, &raw) <
-        0) {
+    uintptr_t flags = 0;
+    if (code_flags(st, code, &flags) < 0) {
         return -1;
     }
-    auto flags = reinterpret_cast<uintptr_t>(raw);
     const uintptr_t before = flags;
-    if ((flags & extra_return_event) == 0) {
+    if ((flags & code_return_event) == 0) {
         Ref id = Ref::steal(PyLong_FromLong(st->tool_id));
         if (!id) {
             return -1;
@@ -118,28 +115,25 @@ int watch_code(ModuleState* st, PyCodeObject* code) {
         if (!r) {
             return -1;
         }
-        flags |= extra_return_event;
+        flags |= code_return_event;
     }
-    if ((flags & extra_close_patched) == 0 && (code->co_flags & generator_like) != 0 &&
+    if ((flags & code_close_patched) == 0 && (code->co_flags & generator_like) != 0 &&
         compat::needs_close_shortcut_patch()) {
         if (compat::disable_close_shortcut(code) < 0) {
             return -1;
         }
-        flags |= extra_close_patched;
+        flags |= code_close_patched;
     }
-    if (flags != before) {
-        return PyUnstable_Code_SetExtra(reinterpret_cast<PyObject*>(code), st->code_extra_index,
-                                        reinterpret_cast<void*>(flags));
-    }
-    return 0;
+    return flags != before ? set_code_flags(st, code, flags) : 0;
 }
 
 // The armed record of the frame the event is about, or null. The interpreter frame pointer finds
 // it without materialising a frame object; the frame object held by the record confirms it.
 Scope* exiting_scope(ModuleState* st) {
-    Scope* scope = st->table->find(compat::current_frame_key(PyThreadState_Get()));
+    _PyInterpreterFrame* frame = compat::current_iframe(PyThreadState_Get());
+    Scope* scope = frame != nullptr ? st->table->find(frame) : nullptr;
     if (scope == nullptr || !scope->armed || scope->unwinding != nullptr ||
-        reinterpret_cast<PyObject*>(PyEval_GetFrame()) != scope->frame) {
+        compat::attached_frame_object(frame) != scope->frame) {
         return nullptr;
     }
     return scope;
@@ -154,11 +148,14 @@ Ref finish_in_callback(ModuleState* st, Scope* scope, PyObject* exc) {
     if (in_callback) {
         PyThreadState_LeaveTracing(tstate);
     }
-    Ref final = finish_frame(st, scope, exc);
+    UnwindState state;
+    state.kind = ExitKind::runtime_frame;
+    state.exc = Ref::borrow(exc);
+    finish_frame(st, scope, state);
     if (in_callback) {
         PyThreadState_EnterTracing(tstate);
     }
-    return final;
+    return std::move(state.exc);
 }
 
 PyObject* on_return(PyObject* module, PyObject* const* /*args*/, Py_ssize_t /*nargs*/) {
@@ -211,10 +208,8 @@ int arm_frame_exit(ModuleState* st, Scope* scope) {
     if (!st->unwind_enabled && set_unwind_event(st, true) < 0) {
         return -1;
     }
-    PyCodeObject* code = PyFrame_GetCode(reinterpret_cast<PyFrameObject*>(scope->frame));
-    const int rc = watch_code(st, code);
-    Py_DECREF(code);
-    if (rc < 0) {
+    if (watch_code(st, compat::iframe_code(static_cast<_PyInterpreterFrame*>(
+                           const_cast<void*>(scope->key)))) < 0) {
         return -1;
     }
     scope->armed = true;
@@ -228,10 +223,6 @@ void disarm_frame_exit(ModuleState* st, Scope* scope) noexcept {
 }
 
 int exit_hooks_init(PyObject* module, ModuleState* st) {
-    st->code_extra_index = PyUnstable_Eval_RequestCodeExtraIndex(nullptr);
-    if (st->code_extra_index < 0) {
-        return -1;
-    }
     Ref sys = Ref::steal(PyImport_ImportModule("sys"));
     Ref monitoring = sys ? Ref::steal(PyObject_GetAttrString(sys.get(), "monitoring")) : Ref{};
     Ref events = monitoring ? Ref::steal(PyObject_GetAttrString(monitoring.get(), "events")) : Ref{};

@@ -72,8 +72,8 @@ int trace_hook(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
     PyThreadState* tstate = PyThreadState_Get();
     wrap_displaced(h, tstate);
     if (what == PyTrace_EXCEPTION) {
-        Scope* scope = h.st->table->find(frame);
-        if (scope != nullptr && scope->armed) {
+        Scope* scope = h.st->table->find(compat::iframe_of(frame));
+        if (scope != nullptr && scope->armed && scope->frame == reinterpret_cast<PyObject*>(frame)) {
             // 3.11 attaches the traceback to the exception only where it is caught; deferred
             // calls (and scoped() __exit__) must see it as a finally block would.
             PyObject* value = PyTuple_GET_ITEM(arg, 1);
@@ -96,12 +96,15 @@ int finish(ThreadHooks& h, PyThreadState* tstate, Scope* scope, PyObject* arg) {
     // CPython delivers no trace events while a trace function runs; the deferred calls are
     // ordinary code that debuggers and profilers must see, so tracing is re-enabled around them.
     PyThreadState_LeaveTracing(tstate);
-    Ref final = finish_frame(h.st, scope, in_flight.get());
+    UnwindState state;
+    state.kind = ExitKind::runtime_frame;
+    state.exc = Ref::borrow(in_flight.get());
+    finish_frame(h.st, scope, state);
     PyThreadState_EnterTracing(tstate);
-    if (!final || final.get() == in_flight.get()) {
+    if (!state.exc || state.exc.get() == in_flight.get()) {
         return 0;
     }
-    compat::restore_exception(std::move(final));
+    compat::restore_exception(std::move(state.exc));
     return -1;
 }
 
@@ -114,8 +117,9 @@ int profile_hook(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
     wrap_displaced(h, tstate);
     int rc = 0;
     if (what == PyTrace_RETURN) {
-        Scope* scope = h.st->table->find(frame);
-        if (scope != nullptr && scope->armed && scope->unwinding == nullptr) {
+        Scope* scope = h.st->table->find(compat::iframe_of(frame));
+        if (scope != nullptr && scope->armed && scope->unwinding == nullptr &&
+            scope->frame == reinterpret_cast<PyObject*>(frame)) {
             if (compat::is_suspending(frame)) {
                 scope->pending_exception.reset();  // a yield: not an exit
             } else {

@@ -2,6 +2,7 @@
 #include <new>
 
 #include "api.hpp"
+#include "code_flags.hpp"
 #include "exit_hooks.hpp"
 #include "module_state.hpp"
 #include "unwind.hpp"
@@ -23,6 +24,41 @@ PyCFunction fastcall(F* fn) {
     return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn));
 }
 
+PyObject* mark_prepared(PyObject* module, PyObject* code) {
+    if (!PyCode_Check(code)) {
+        PyErr_SetString(PyExc_TypeError, "_mark_prepared() takes a code object");
+        return nullptr;
+    }
+    ModuleState* st = module_state(module);
+    auto* co = reinterpret_cast<PyCodeObject*>(code);
+    uintptr_t flags = 0;
+    if (code_flags(st, co, &flags) < 0 || set_code_flags(st, co, flags | code_prepared) < 0) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject* replace_const(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyCode_Check(args[0]) || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_replace_const(code, index, value)");
+        return nullptr;
+    }
+    PyObject* consts = reinterpret_cast<PyCodeObject*>(args[0])->co_consts;
+    const Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index < 0 || index >= PyTuple_GET_SIZE(consts)) {
+        PyErr_SetString(PyExc_IndexError, "_replace_const(): index out of range");
+        return nullptr;
+    }
+    PyObject* old = PyTuple_GET_ITEM(consts, index);
+    if (Py_TYPE(old) != Py_TYPE(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "_replace_const(): the new constant has another type");
+        return nullptr;
+    }
+    PyTuple_SET_ITEM(consts, index, Py_NewRef(args[2]));
+    Py_DECREF(old);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef module_methods[] = {
     {"scoped", fastcall(scoped), METH_FASTCALL,
      "scoped(obj): enter a context manager now and exit it when the calling scope exits, or "
@@ -39,6 +75,17 @@ PyMethodDef module_methods[] = {
      "adefer(coro_fn, *args, **kwargs): schedule an awaited call for an async function's exit."},
     {"ascoped", fastcall(ascoped), METH_FASTCALL,
      "ascoped(async_cm): awaitable; enter an async context manager, exit it at scope exit."},
+    {"_prepared_scoped", prepared_scoped, METH_O, "scoped() as prepared code calls it."},
+    {"_prepared_complete", prepared_complete, METH_O,
+     "Exit of a prepared frame by return: run its deferred calls; returns the value to return."},
+    {"_prepared_unwind", prepared_unwind, METH_O,
+     "Exit of a prepared frame by an exception: run its deferred calls; returns RERAISE, or the "
+     "value to return after a recovery, or raises the exception that replaced it."},
+    {"_mark_prepared", mark_prepared, METH_O,
+     "Mark a code object as prepared: the frames running it drain their own scope."},
+    {"_replace_const", fastcall(replace_const), METH_FASTCALL,
+     "_replace_const(code, index, value): swap a constant of a code object that is running (used "
+     "to prepare a module in place before its def and class statements run)."},
     {"_pending_frames", [](PyObject* module, PyObject* /*unused*/) -> PyObject* {
          return PyLong_FromSize_t(module_state(module)->table->size());
      },
@@ -90,11 +137,27 @@ int module_exec(PyObject* module) {
         return -1;
     }
     static const char* const names[] = {"defer", "errdefer", "okdefer"};
+    static const char* const prepared_names[] = {"_prepared_defer", "_prepared_errdefer",
+                                                 "_prepared_okdefer"};
     for (int kind = 0; kind < 3; ++kind) {
-        Ref obj = Ref::steal(make_defer_instance(st->defer_type, kind));
-        if (!obj || PyModule_AddObjectRef(module, names[kind], obj.get()) < 0) {
+        Ref obj = Ref::steal(make_defer_instance(st->defer_type, kind, false));
+        Ref prepared = Ref::steal(make_defer_instance(st->defer_type, kind, true));
+        if (!obj || !prepared || PyModule_AddObjectRef(module, names[kind], obj.get()) < 0 ||
+            PyModule_AddObjectRef(module, prepared_names[kind], prepared.get()) < 0) {
             return -1;
         }
+    }
+    st->reraise = PyObject_CallNoArgs(reinterpret_cast<PyObject*>(&PyBaseObject_Type));
+    if (st->reraise == nullptr || PyModule_AddObjectRef(module, "RERAISE", st->reraise) < 0) {
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    st->code_extra_index = PyUnstable_Eval_RequestCodeExtraIndex(nullptr);
+#else
+    st->code_extra_index = _PyEval_RequestCodeExtraIndex(nullptr);
+#endif
+    if (st->code_extra_index < 0) {
+        return -1;
     }
     return exit_hooks_init(module, st);
 }
@@ -109,6 +172,7 @@ int module_traverse(PyObject* module, visitproc visit, void* arg) {
     Py_VISIT(st->scope_bound_meta);
     Py_VISIT(st->close_token_type);
     Py_VISIT(st->not_prepared_error);
+    Py_VISIT(st->reraise);
     return exit_hooks_traverse(st, visit, arg);
 }
 
@@ -126,6 +190,7 @@ int module_clear(PyObject* module) {
     Py_CLEAR(st->scope_bound_meta);
     Py_CLEAR(st->close_token_type);
     Py_CLEAR(st->not_prepared_error);
+    Py_CLEAR(st->reraise);
     Py_CLEAR(st->str_enter);
     Py_CLEAR(st->str_exit);
     Py_CLEAR(st->str_close);

@@ -20,13 +20,14 @@ struct ModuleState {
     PyObject* str_abstract = nullptr;  // "_godefer_abstract"
     PyObject* str_token = nullptr;     // "_godefer_token"
     PyObject* module = nullptr;  // borrowed: the state lives inside it
+    PyObject* reraise = nullptr;  // what unwind() returns when the exception goes on
+    Py_ssize_t code_extra_index = -1;
     ScopeTable* table = nullptr;
     Py_ssize_t armed = 0;  // records whose frame-exit hook is armed, all threads
 
 #ifdef GODEFER_USE_MONITORING
     int tool_id = -1;  // sys.monitoring tool, acquired at the first armed record
     bool unwind_enabled = false;
-    Py_ssize_t code_extra_index = -1;
     PyObject* set_events = nullptr;
     PyObject* set_local_events = nullptr;
     PyObject* get_local_events = nullptr;

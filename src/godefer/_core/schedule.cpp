@@ -1,5 +1,6 @@
 #include "schedule.hpp"
 
+#include "code_flags.hpp"
 #include "exit_hooks.hpp"
 #include "unwind.hpp"
 
@@ -18,14 +19,10 @@ int salvage_stale(ModuleState* st, Scope* stale) {
                      1) < 0) {
         return -1;
     }
-    Ref exc = drain(st, *stale, 0, Ref{}, false);
-    stale->marks.clear();
-    if (stale->armed) {
-        disarm_frame_exit(st, stale);
-    }
-    st->table->erase(stale);
-    if (exc) {
-        compat::restore_exception(std::move(exc));
+    UnwindState state;
+    finish_frame(st, stale, state);
+    if (state.exc) {
+        compat::restore_exception(std::move(state.exc));
         return -1;
     }
     return 0;
@@ -33,8 +30,35 @@ int salvage_stale(ModuleState* st, Scope* stale) {
 
 }  // namespace
 
-Scope* calling_scope(ModuleState* st, const char* who) {
-    PyFrameObject* frame = PyEval_GetFrame();
+namespace {
+
+bool is_prepared_code(ModuleState* st, PyCodeObject* code) {
+    uintptr_t flags = 0;
+    return code_flags(st, code, &flags) == 0 && (flags & code_prepared) != 0;
+}
+
+// The frame object of `frame`, made if needed. PyEval_GetFrame materialises the current frame;
+// a 3.11 comprehension's enclosing frame is reached through f_back. Borrowed.
+PyObject* frame_object(PyThreadState* tstate, _PyInterpreterFrame* frame) {
+    PyObject* attached = compat::attached_frame_object(frame);
+    if (attached != nullptr) {
+        return attached;
+    }
+    PyFrameObject* f = PyEval_GetFrame();
+    while (f != nullptr && compat::iframe_of(f) != frame) {
+        PyFrameObject* back = PyFrame_GetBack(f);  // kept alive by the frame it encloses
+        Py_XDECREF(back);
+        f = back;
+    }
+    (void)tstate;
+    return reinterpret_cast<PyObject*>(f);
+}
+
+}  // namespace
+
+Scope* calling_scope(ModuleState* st, const char* who, bool prepared) {
+    PyThreadState* tstate = PyThreadState_Get();
+    _PyInterpreterFrame* frame = compat::block_frame(tstate);
     if (frame == nullptr) {
         PyErr_Format(PyExc_RuntimeError,
                      "%s() was called with no Python frame to attach to (called directly from C "
@@ -43,47 +67,42 @@ Scope* calling_scope(ModuleState* st, const char* who) {
                      who);
         return nullptr;
     }
-#ifdef GODEFER_USE_TRACING
-    // Borrowed all the way: each enclosing frame is kept alive by the frame it encloses.
-    for (;;) {
-        PyCodeObject* code = PyFrame_GetCode(frame);
-        const bool comprehension = compat::is_comprehension_code(code);
-        Py_DECREF(code);
-        if (!comprehension) {
-            break;
+    Scope* scope = st->table->find(frame);
+    if (scope != nullptr) {
+        if (scope->frame == nullptr || scope->frame == compat::attached_frame_object(frame)) {
+            return scope;
         }
-        PyFrameObject* back = PyFrame_GetBack(frame);
-        if (back == nullptr) {
-            break;
-        }
-        Py_DECREF(back);
-        frame = back;
-    }
-    compat::FrameKey key = frame;
-#else
-    compat::FrameKey key = compat::current_frame_key(PyThreadState_Get());
-#endif
-    auto* frame_obj = reinterpret_cast<PyObject*>(frame);
-    Scope* scope = st->table->find_or_create(key, frame_obj);
-    if (scope->frame != frame_obj) {
         if (salvage_stale(st, scope) < 0) {
             return nullptr;
         }
-        scope = st->table->find_or_create(key, frame_obj);
     }
-    return scope;
+    if (!prepared) {
+        prepared = is_prepared_code(st, compat::iframe_code(frame));
+    }
+    PyObject* frame_obj = nullptr;
+    if (!prepared) {
+        frame_obj = frame_object(tstate, frame);
+        if (frame_obj == nullptr) {
+            if (PyErr_Occurred() == nullptr) {
+                PyErr_Format(PyExc_RuntimeError, "%s(): the calling frame cannot be identified",
+                             who);
+            }
+            return nullptr;
+        }
+    }
+    return st->table->find_or_create(frame, frame_obj, prepared);
 }
 
 int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
-             PyObject* kwnames, const char* who) {
-    Scope* scope = calling_scope(st, who);
+             PyObject* kwnames, const char* who, bool prepared) {
+    Scope* scope = calling_scope(st, who, prepared);
     if (scope == nullptr) {
         return -1;
     }
     scope->push(kind, fn, args, nargs, kwnames);
-    // Entries inside an open block run at the block's exit; entries outside any block, or any entry
-    // added while the frame's own exit is being drained, need no further watching.
-    if (scope->armed || !scope->marks.empty() || scope->unwinding != nullptr) {
+    // Entries inside an open block run at the block's exit; entries of a prepared frame, or added
+    // while the frame's own exit is being drained, need no further watching.
+    if (scope->armed || scope->prepared || !scope->marks.empty() || scope->unwinding != nullptr) {
         return 0;
     }
     if (PyThreadState_Get()->tracing > 0) {

@@ -11,13 +11,14 @@
 namespace godefer {
 
 // The record of the innermost Python code block calling into the core (3.11's comprehension
-// frames count as their enclosing block), created if needed. `who` names the API for the error
+// frames count as their enclosing block), created if needed. `prepared` says the caller is
+// prepared code; otherwise the code object's mark decides. `who` names the API for the error
 // raised when no Python frame is calling.
-Scope* calling_scope(ModuleState* st, const char* who);
+Scope* calling_scope(ModuleState* st, const char* who, bool prepared);
 
 // Adds an entry to the calling block's scope and makes sure its exit will be seen. On failure
 // nothing is scheduled and -1 is returned with an exception set.
 int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
-             PyObject* kwnames, const char* who);
+             PyObject* kwnames, const char* who, bool prepared);
 
 }  // namespace godefer

@@ -128,7 +128,7 @@ PyObject* meta_call(PyObject* cls, PyObject* args, PyObject* kwargs) {
     if (!weak || PyObject_SetAttr(obj.get(), st->str_token, weak.get()) < 0) {
         return nullptr;
     }
-    if (schedule(st, Kind::always, token_ref.get(), nullptr, 0, nullptr, "ScopeBound") < 0) {
+    if (schedule(st, Kind::always, token_ref.get(), nullptr, 0, nullptr, "ScopeBound", false) < 0) {
         return nullptr;
     }
     return obj.release();

@@ -30,9 +30,10 @@ void PoppedEntry::reserve(std::size_t n) {
     }
 }
 
-void Scope::bind(compat::FrameKey key_, PyObject* frame_) noexcept {
+void Scope::bind(compat::FrameKey key_, PyObject* frame_, bool prepared_) noexcept {
     key = key_;
-    frame = Py_NewRef(frame_);
+    frame = Py_XNewRef(frame_);
+    prepared = prepared_;
 }
 
 Scope::~Scope() { release(); }
@@ -50,6 +51,7 @@ void Scope::release() noexcept {
     slots_.clear();
     marks.clear();
     armed = false;
+    prepared = false;
     unwinding = nullptr;
 #ifdef GODEFER_USE_TRACING
     pending_exception.reset();
@@ -121,7 +123,7 @@ void ScopeTable::grow() {
     }
 }
 
-Scope* ScopeTable::find_or_create(compat::FrameKey key, PyObject* frame) {
+Scope* ScopeTable::find_or_create(compat::FrameKey key, PyObject* frame, bool prepared) {
     std::size_t i = index_of(key);
     for (;; i = (i + 1) & mask_) {
         if (buckets_[i].key == key) {
@@ -133,7 +135,7 @@ Scope* ScopeTable::find_or_create(compat::FrameKey key, PyObject* frame) {
     }
     if ((count_ + 1) * 2 > buckets_.size()) {
         grow();
-        return find_or_create(key, frame);
+        return find_or_create(key, frame, prepared);
     }
     std::unique_ptr<Scope> scope;
     if (!spare_.empty()) {
@@ -142,7 +144,7 @@ Scope* ScopeTable::find_or_create(compat::FrameKey key, PyObject* frame) {
     } else {
         scope = std::make_unique<Scope>();
     }
-    scope->bind(key, frame);
+    scope->bind(key, frame, prepared);
     buckets_[i] = Bucket{key, scope.release()};
     ++count_;
     return buckets_[i].scope;

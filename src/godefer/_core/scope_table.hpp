@@ -73,11 +73,12 @@ class Scope {
     [[nodiscard]] bool empty() const noexcept { return slots_.empty() && marks.empty(); }
 
     // Binds a fresh or recycled record to a frame; release() unbinds it, keeping the buffers.
-    void bind(compat::FrameKey key, PyObject* frame) noexcept;
+    void bind(compat::FrameKey key, PyObject* frame, bool prepared) noexcept;
     void release() noexcept;
 
     compat::FrameKey key = nullptr;
-    PyObject* frame = nullptr;             // strong reference to the PyFrameObject
+    PyObject* frame = nullptr;             // runtime records: strong reference to the frame object
+    bool prepared = false;                 // the frame's own code drains this record at exit
     std::vector<std::size_t> marks;        // slot index where each open block scope starts
     bool armed = false;                    // a frame-exit hook watches this frame
     UnwindState* unwinding = nullptr;      // the drain in progress, if any
@@ -111,8 +112,9 @@ class ScopeTable {
             }
         }
     }
-    // Returns the record for key, creating it (holding `frame`) if absent.
-    Scope* find_or_create(compat::FrameKey key, PyObject* frame);
+    // Returns the record for key, creating it (holding `frame`, which may be null for a prepared
+    // frame) if absent.
+    Scope* find_or_create(compat::FrameKey key, PyObject* frame, bool prepared);
     void erase(Scope* scope) noexcept;
     [[nodiscard]] std::size_t size() const noexcept { return count_; }
     void clear() noexcept;

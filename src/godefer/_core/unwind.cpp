@@ -105,7 +105,7 @@ void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
     if (suppress < 0) {
         state.exc = compat::fetch_exception();
     } else if (suppress == 1) {
-        if (state.block) {
+        if (state.kind != ExitKind::runtime_frame) {
             state.exc.reset();
         } else {
             // sys.exception() is still the exception in flight, so it becomes the __context__.
@@ -121,11 +121,8 @@ void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
 
 }  // namespace
 
-Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block,
-          PyObject* outer) {
-    UnwindState state;
-    state.exc = std::move(exc);
-    state.block = block;
+void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
+           PyObject* outer) {
     DrainRegistration registration(*st->table, scope, state);
     HandledExceptionGuard handled(outer);
     while (scope.size() > floor) {
@@ -148,7 +145,6 @@ Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block,
             Py_DECREF(res);
         }
     }
-    return std::move(state.exc);
 }
 
 void release_if_empty(ModuleState* st, Scope* scope) noexcept {
@@ -157,8 +153,8 @@ void release_if_empty(ModuleState* st, Scope* scope) noexcept {
     }
 }
 
-Ref finish_frame(ModuleState* st, Scope* scope, PyObject* exc) {
-    Ref final = drain(st, *scope, 0, Ref::borrow(exc), false);
+void finish_frame(ModuleState* st, Scope* scope, UnwindState& state) {
+    drain(st, *scope, 0, state);
     if (scope->unwinding == nullptr) {
         scope->marks.clear();
         if (scope->armed) {
@@ -166,7 +162,6 @@ Ref finish_frame(ModuleState* st, Scope* scope, PyObject* exc) {
         }
         st->table->erase(scope);
     }
-    return final;
 }
 
 namespace {
@@ -176,22 +171,22 @@ namespace {
 // functools.partial in between are fine), so a helper deeper down, or recover deferred by itself,
 // finds nothing.
 Scope* scope_asking(ModuleState* st) {
-    PyFrameObject* caller = PyEval_GetFrame();
-    if (caller == nullptr || st->table->draining.empty()) {
+    auto& draining = st->table->draining;
+    if (draining.empty()) {
         return nullptr;
     }
-    auto& draining = st->table->draining;
+    _PyInterpreterFrame* caller = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+    if (caller == nullptr) {
+        return nullptr;
+    }
     for (Scope* scope : draining) {
-        if (scope->frame == reinterpret_cast<PyObject*>(caller)) {
+        if (scope->key == caller) {
             return nullptr;  // called by the drain itself, e.g. defer(recover)
         }
     }
-    Ref back = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetBack(caller)));
-    if (!back) {
-        return nullptr;
-    }
+    compat::FrameKey back = compat::caller_frame(caller);
     for (auto it = draining.rbegin(); it != draining.rend(); ++it) {
-        if ((*it)->frame == back.get()) {
+        if ((*it)->key == back) {
             return *it;
         }
     }
@@ -223,7 +218,7 @@ PyObject* recover(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     if (!matches) {
         Py_RETURN_NONE;
     }
-    if (!state.block) {
+    if (state.kind == ExitKind::runtime_frame) {
         PyErr_SetString(st->not_prepared_error,
                         "recover() cannot stop this exception: the function it is leaving is not "
                         "prepared code, and on that path godefer only sees the exit after the "
@@ -235,44 +230,117 @@ PyObject* recover(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     return state.exc.release();
 }
 
+namespace {
+
+// The drain whose function result a deferred call may read or replace; sets an error otherwise.
+UnwindState* result_state(ModuleState* st, const char* who) {
+    Scope* scope = scope_asking(st);
+    if (scope == nullptr) {
+        PyErr_Format(PyExc_LookupError,
+                     "%s() is only available inside a deferred call of a function that is exiting",
+                     who);
+        return nullptr;
+    }
+    UnwindState* state = scope->unwinding;
+    switch (state->kind) {
+        case ExitKind::runtime_frame:
+            PyErr_Format(st->not_prepared_error,
+                         "%s() needs prepared code: this deferred call runs for a function that "
+                         "godefer did not prepare, so its return value cannot be read or "
+                         "replaced; import its module normally (the import hook prepares it) or "
+                         "decorate the function with @scope",
+                         who);
+            return nullptr;
+        case ExitKind::block:
+            PyErr_Format(PyExc_LookupError,
+                         "%s(): a `with scope():` block has no return value; only a deferred call "
+                         "of a function scope can read or replace its result",
+                         who);
+            return nullptr;
+        case ExitKind::prepared_frame:
+            break;
+    }
+    return state;
+}
+
+}  // namespace
+
 PyObject* result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) {
     if (nargs != 0) {
         PyErr_Format(PyExc_TypeError, "result() takes no arguments (%zd given)", nargs);
         return nullptr;
     }
-    ModuleState* st = module_state(module);
-    if (scope_asking(st) != nullptr) {
-        PyErr_SetString(st->not_prepared_error,
-                        "result() needs prepared code: this deferred call runs for a function "
-                        "that godefer did not prepare, so its return value cannot be read or "
-                        "replaced; import its module normally (the import hook prepares it) or "
-                        "decorate the function with @scope");
+    UnwindState* state = result_state(module_state(module), "result");
+    if (state == nullptr) {
         return nullptr;
     }
-    PyErr_SetString(PyExc_LookupError,
-                    "result() is only available inside a deferred call of a function that is "
-                    "returning");
-    return nullptr;
+    if (!state->returning || state->exc) {
+        PyErr_SetString(PyExc_LookupError,
+                        "result(): the function is exiting by an exception, so it has no result; "
+                        "recover() the exception first, or use set_result()");
+        return nullptr;
+    }
+    return Py_NewRef(state->result ? state->result.get() : Py_None);
 }
 
-PyObject* set_result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) {
+PyObject* set_result(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError, "set_result() takes exactly one argument (%zd given)",
                      nargs);
         return nullptr;
     }
-    ModuleState* st = module_state(module);
-    if (scope_asking(st) != nullptr) {
-        PyErr_SetString(st->not_prepared_error,
-                        "set_result() needs prepared code: this deferred call runs for a function "
-                        "that godefer did not prepare, so its return value cannot be replaced; "
-                        "import its module normally (the import hook prepares it) or decorate "
-                        "the function with @scope");
+    UnwindState* state = result_state(module_state(module), "set_result");
+    if (state == nullptr) {
         return nullptr;
     }
-    PyErr_SetString(PyExc_LookupError,
-                    "set_result() is only available inside a deferred call of a function that "
-                    "is exiting");
+    state->result = Ref::borrow(args[0]);
+    Py_RETURN_NONE;
+}
+
+namespace {
+
+Scope* exiting_prepared_scope(ModuleState* st) {
+    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
+    return frame != nullptr ? st->table->find(frame) : nullptr;
+}
+
+}  // namespace
+
+PyObject* prepared_complete(PyObject* module, PyObject* value) {
+    ModuleState* st = module_state(module);
+    Scope* scope = exiting_prepared_scope(st);
+    if (scope == nullptr) {
+        return Py_NewRef(value);  // nothing was deferred: no allocation, no drain
+    }
+    UnwindState state;
+    state.kind = ExitKind::prepared_frame;
+    state.result = Ref::borrow(value);
+    state.returning = true;
+    finish_frame(st, scope, state);
+    if (state.exc) {
+        compat::restore_exception(std::move(state.exc));
+        return nullptr;
+    }
+    return state.result.release();
+}
+
+PyObject* prepared_unwind(PyObject* module, PyObject* exc) {
+    ModuleState* st = module_state(module);
+    Scope* scope = exiting_prepared_scope(st);
+    if (scope == nullptr) {
+        return Py_NewRef(st->reraise);
+    }
+    UnwindState state;
+    state.kind = ExitKind::prepared_frame;
+    state.exc = Ref::borrow(exc);
+    finish_frame(st, scope, state);
+    if (!state.exc) {
+        return Py_NewRef(state.result ? state.result.get() : Py_None);  // recovered
+    }
+    if (state.exc.get() == exc) {
+        return Py_NewRef(st->reraise);
+    }
+    compat::restore_exception(std::move(state.exc));
     return nullptr;
 }
 

@@ -12,25 +12,32 @@
 
 namespace godefer {
 
-// State of one drain: which exception is in flight between deferred calls.
+enum class ExitKind : uint8_t {
+    block,             // a `with scope():` block: can stop exceptions, has no result
+    prepared_frame,    // a prepared function/module/class body: can stop exceptions, has a result
+    runtime_frame,     // seen by an exit hook after the fact: can do neither
+};
+
+// State of one drain: the exception in flight between deferred calls, and the frame's result.
 struct UnwindState {
-    Ref exc;                     // exception in flight (null: none)
-    bool block = false;          // a `with scope():` block, whose __exit__ can stop exceptions
+    ExitKind kind = ExitKind::runtime_frame;
+    Ref exc;                 // exception in flight (null: none)
+    Ref result;              // value the function returns (prepared frames)
+    bool returning = false;  // the frame exits by return, so result() has a value
     UnwindState* outer = nullptr;  // a drain of the same scope that this one interrupted
 };
 
 // Runs the entries of `scope` above index `floor`, last first, as nested try/finally blocks would:
 // each call sees the exception in flight as sys.exception(), an exception it raises replaces the
 // one in flight (carrying it as __context__), and errdefer/okdefer entries decide by the exception
-// in flight when they are reached. `outer` is what sys.exception() shows when nothing is in flight
-// (the handled exception enclosing the scope); null means the current one. Returns the exception
-// in flight at the end (null: none).
-Ref drain(ModuleState* st, Scope& scope, std::size_t floor, Ref exc, bool block,
-          PyObject* outer = nullptr);
+// in flight when they are reached. `outer` is what sys.exception() shows when nothing is in
+// flight (the handled exception enclosing the scope); null means the current one. On return
+// `state.exc` is the exception in flight at the end (null: none).
+void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
+           PyObject* outer = nullptr);
 
-// The frame of `scope` is exiting with `exc` in flight (borrowed, may be null): drains it, removes
-// it from the table and returns the exception that must leave the frame.
-Ref finish_frame(ModuleState* st, Scope* scope, PyObject* exc);
+// The frame of `scope` is exiting: drains it with `state` and removes it from the table.
+void finish_frame(ModuleState* st, Scope* scope, UnwindState& state);
 
 // Drops the table's record when it holds nothing and nothing watches it.
 void release_if_empty(ModuleState* st, Scope* scope) noexcept;
@@ -39,5 +46,11 @@ void release_if_empty(ModuleState* st, Scope* scope) noexcept;
 PyObject* recover(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* result(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* set_result(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+
+// Exit of a prepared frame, called by the code preparation inserts: complete(value) on return
+// (returns the value to return, or raises), unwind(exc) on an exception (returns RERAISE when the
+// exception goes on, the value to return when it was recovered, or raises its replacement).
+PyObject* prepared_complete(PyObject* module, PyObject* value);
+PyObject* prepared_unwind(PyObject* module, PyObject* exc);
 
 }  // namespace godefer
