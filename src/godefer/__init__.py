@@ -5,6 +5,9 @@ generator, coroutine, module or class body, or a ``with scope():`` block) exits,
 however it exits. See ``docs/semantics.md`` for the exact rules.
 """
 
+import sys as _sys
+
+from godefer import _core
 from godefer._core import (
     NotPreparedError,
     adefer,
@@ -35,3 +38,19 @@ __all__ = [
     "set_result",
 ]
 __version__ = "0.1.0"
+
+
+def _start_preparation() -> None:
+    # GODEFER_PREPARE=0 leaves every scope on the runtime path (no import hook, no @scope).
+    from godefer import _decorator
+
+    if not _decorator.preparation_enabled():
+        _core._set_function_preparer(None)
+        return
+    from godefer import _import_hook, _inplace
+
+    _import_hook.install()
+    _inplace.prepare_running_modules(_sys._getframe(2))
+
+
+_start_preparation()

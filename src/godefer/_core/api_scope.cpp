@@ -25,6 +25,15 @@ Ref lookup_special(PyObject* obj, PyObject* name) {
 
 namespace {
 
+// @scope: prepares the function ahead of its first call (godefer._decorator registers how);
+// without preparation every function is a scope already, so it is returned as it is.
+PyObject* prepare_function(ModuleState* st, PyObject* fn) {
+    if (st->function_preparer == nullptr) {
+        return Py_NewRef(fn);
+    }
+    return PyObject_CallOneArg(st->function_preparer, fn);
+}
+
 PyObject* scoped_impl(ModuleState* st, PyObject* obj, bool prepared) {
     Ref exit = lookup_special(obj, st->str_exit);
     Ref enter = exit ? lookup_special(obj, st->str_enter) : Ref{};
@@ -159,11 +168,11 @@ PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
 }
 
-// `@scope()` as well as `@scope`: calling an unopened scope() with a function returns it.
+// `@scope()` as well as `@scope`: calling an unopened scope() with a function prepares it.
 PyObject* block_call(PyObject* self, PyObject* args, PyObject* kwargs) {
     if (reinterpret_cast<BlockScopeObject*>(self)->frame == nullptr && kwargs == nullptr &&
         PyTuple_GET_SIZE(args) == 1 && PyCallable_Check(PyTuple_GET_ITEM(args, 0)) != 0) {
-        return Py_NewRef(PyTuple_GET_ITEM(args, 0));
+        return prepare_function(state_from_type(Py_TYPE(self)), PyTuple_GET_ITEM(args, 0));
     }
     PyErr_SetString(PyExc_TypeError,
                     "a scope() object is called only as a decorator: `@scope()` on a function");
@@ -226,9 +235,7 @@ PyTypeObject* make_block_scope_type(PyObject* module) {
 
 PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs == 1 && PyCallable_Check(args[0]) != 0) {
-        // @scope: every function is a scope already; preparing it ahead of its first call is the
-        // prepared-code path's job, so on this path the function is returned as it is.
-        return Py_NewRef(args[0]);
+        return prepare_function(module_state(module), args[0]);
     }
     if (nargs != 0) {
         PyErr_SetString(PyExc_TypeError,

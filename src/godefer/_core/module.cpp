@@ -86,6 +86,13 @@ PyMethodDef module_methods[] = {
     {"_replace_const", fastcall(replace_const), METH_FASTCALL,
      "_replace_const(code, index, value): swap a constant of a code object that is running (used "
      "to prepare a module in place before its def and class statements run)."},
+    {"_set_function_preparer",
+     [](PyObject* module, PyObject* fn) -> PyObject* {
+         ModuleState* st = module_state(module);
+         Py_XSETREF(st->function_preparer, fn == Py_None ? nullptr : Py_NewRef(fn));
+         Py_RETURN_NONE;
+     },
+     METH_O, "Register what @scope calls to prepare a function (None: nothing)."},
     {"_pending_frames", [](PyObject* module, PyObject* /*unused*/) -> PyObject* {
          return PyLong_FromSize_t(module_state(module)->table->size());
      },
@@ -173,6 +180,7 @@ int module_traverse(PyObject* module, visitproc visit, void* arg) {
     Py_VISIT(st->close_token_type);
     Py_VISIT(st->not_prepared_error);
     Py_VISIT(st->reraise);
+    Py_VISIT(st->function_preparer);
     return exit_hooks_traverse(st, visit, arg);
 }
 
@@ -191,6 +199,7 @@ int module_clear(PyObject* module) {
     Py_CLEAR(st->close_token_type);
     Py_CLEAR(st->not_prepared_error);
     Py_CLEAR(st->reraise);
+    Py_CLEAR(st->function_preparer);
     Py_CLEAR(st->str_enter);
     Py_CLEAR(st->str_exit);
     Py_CLEAR(st->str_close);

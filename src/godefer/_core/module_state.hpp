@@ -21,6 +21,7 @@ struct ModuleState {
     PyObject* str_token = nullptr;     // "_godefer_token"
     PyObject* module = nullptr;  // borrowed: the state lives inside it
     PyObject* reraise = nullptr;  // what unwind() returns when the exception goes on
+    PyObject* function_preparer = nullptr;  // @scope on a function: godefer._decorator
     Py_ssize_t code_extra_index = -1;
     ScopeTable* table = nullptr;
     Py_ssize_t armed = 0;  // records whose frame-exit hook is armed, all threads

@@ -1,0 +1,72 @@
+"""Preparing modules that are already running when godefer is first imported.
+
+`python script.py` runs `__main__` before godefer exists, and a module imported before the hook
+was installed is running its `import godefer` line right now. Their remaining `def` and `class`
+statements have not run yet: each creates its function or class body from a code object among the
+module code's constants, so swapping those constants for prepared ones prepares every function
+defined from here on. The module body itself keeps running unprepared (its own deferred calls use
+the runtime path).
+"""
+
+from __future__ import annotations
+
+import sys
+from types import CodeType, FrameType
+
+from godefer import _core, _rt
+from godefer._import_hook import code_uses_godefer
+from godefer._prepare import RT, prepare_source
+
+
+def _running_modules(frame: FrameType | None) -> list[FrameType]:
+    found = []
+    while frame is not None:
+        code = frame.f_code
+        if (
+            code.co_name == "<module>"
+            and not code.co_filename.startswith("<")
+            and frame.f_globals.get(RT) is None
+            and not str(frame.f_globals.get("__name__", "")).startswith("godefer")
+            and code_uses_godefer(code)
+        ):
+            found.append(frame)
+        frame = frame.f_back
+    return found
+
+
+def _swap_consts(running: CodeType, prepared: CodeType) -> int:
+    """Replace code constants of `running` by their prepared counterparts; returns how many."""
+    by_key = {
+        (c.co_name, c.co_firstlineno): c for c in prepared.co_consts if isinstance(c, CodeType)
+    }
+    swapped = 0
+    for index, const in enumerate(running.co_consts):
+        if not isinstance(const, CodeType):
+            continue
+        new = by_key.get((const.co_name, const.co_firstlineno))
+        if new is not None and new.co_freevars == const.co_freevars:
+            _core._replace_const(running, index, new)
+            swapped += 1
+    return swapped
+
+
+def prepare_running_modules(start: FrameType | None) -> None:
+    for frame in _running_modules(start):
+        path = frame.f_code.co_filename
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+            prepared, did = prepare_source(source, path)
+        except (OSError, SyntaxError, ValueError):
+            continue  # no usable source: the runtime path stays in charge
+        if not did:
+            continue
+        assert isinstance(prepared, CodeType)
+        _rt.mark_prepared(prepared)
+        frame.f_globals[RT] = _rt
+        _swap_consts(frame.f_code, prepared)
+
+
+def prepare_importers() -> None:
+    """Called once, at the end of godefer's own import."""
+    prepare_running_modules(sys._getframe(1))

@@ -1,0 +1,48 @@
+"""What prepared code calls: the core's prepared-frame entry points under short names.
+
+Preparation inserts `import godefer._rt as __godefer_rt__` into each module it rewrites, so the
+rewritten code works whoever compiled it (godefer's import hook, pytest's assertion rewriter,
+in-place preparation, or `@scope`).
+"""
+
+from __future__ import annotations
+
+import sys
+from types import CodeType
+
+from godefer import _core
+
+defer = _core._prepared_defer
+errdefer = _core._prepared_errdefer
+okdefer = _core._prepared_okdefer
+scoped = _core._prepared_scoped
+scope = _core.scope
+complete = _core._prepared_complete
+unwind = _core._prepared_unwind
+RERAISE = _core.RERAISE
+
+_MARKERS = ("__godefer_st__", "__godefer_exc__")
+
+
+def is_prepared(code: CodeType) -> bool:
+    """Whether preparation gave this code object an exit handler."""
+    return "__godefer_st__" in code.co_varnames or "__godefer_exc__" in code.co_names
+
+
+def mark_prepared(code: CodeType) -> None:
+    """Mark the prepared code objects in `code` (recursively) for the core.
+
+    A frame running marked code drains its own scope, so registrations the core cannot see
+    coming (a ScopeBound constructed there) join that scope instead of arming an exit hook.
+    """
+    stack = [code]
+    while stack:
+        co = stack.pop()
+        if is_prepared(co):
+            _core._mark_prepared(co)
+        stack.extend(c for c in co.co_consts if isinstance(c, CodeType))
+
+
+def mark_running_module() -> None:
+    """Called by the statement preparation inserts at the top of a prepared module."""
+    mark_prepared(sys._getframe(1).f_code)
