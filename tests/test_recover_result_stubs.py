@@ -428,24 +428,46 @@ def test_recover_in_a_block_in_exec_source():
 
 
 def test_recover_in_a_function_scope_raises_not_prepared():
+    # Runtime path (code from a string has no source to prepare).
+    err = ValueError("in flight")
+    log = []
+    ns = run_src(
+        """
+        def f():
+            defer(lambda: log.append(("earlier call sees", type(sys.exception()))))
+
+            @defer
+            def _():
+                recover()
+                log.append("not reached")
+
+            raise err
+        """,
+        defer=defer, recover=recover, sys=sys, log=log, err=err,
+    )
+    with pytest.raises(NotPreparedError) as info:
+        ns["f"]()
+    assert info.value.__context__ is err
+    assert "prepar" in str(info.value).lower()
+    assert log == [("earlier call sees", NotPreparedError)]
+
+
+def test_recover_in_a_prepared_function_scope_stops_the_exception():
+    # This module is prepared (godefer's pytest plugin): recover() works in a function scope.
     err = ValueError("in flight")
     log = []
 
     def f():
-        defer(lambda: log.append(("earlier call sees", type(sys.exception()))))
+        defer(lambda: log.append(("earlier call sees", sys.exception())))
 
         @defer
         def _():
-            recover()
-            log.append("not reached")
+            log.append(("recovered", recover()))
 
         raise err
 
-    with pytest.raises(NotPreparedError) as info:
-        f()
-    assert info.value.__context__ is err
-    assert "prepar" in str(info.value).lower()
-    assert log == [("earlier call sees", NotPreparedError)]
+    assert f() is None
+    assert log == [("recovered", err), ("earlier call sees", None)]
 
 
 def test_recover_with_types_not_matching_in_a_function_scope():
@@ -519,14 +541,26 @@ def test_result_and_set_result_outside_a_deferred_call_raise_lookup_error():
 @pytest.mark.parametrize("which", ["result", "set_result"])
 def test_result_inside_a_deferred_call_raises_not_prepared(which):
     call = (lambda: result()) if which == "result" else (lambda: set_result(7))
-
-    def f():
-        defer(call)
-        return 1
-
+    ns = run_src(
+        """
+        def f():
+            defer(call)
+            return 1
+        """,
+        defer=defer, call=call,
+    )
     with pytest.raises(NotPreparedError) as info:
-        f()
+        ns["f"]()
     assert "prepar" in str(info.value).lower()
+
+
+def test_result_and_set_result_in_a_prepared_function():
+    # Go's spec example: `defer func() { result *= 7 }()` makes f return 42.
+    def f():
+        defer(lambda: set_result(result() * 7))
+        return 6
+
+    assert f() == 42
 
 
 @pytest.mark.parametrize("which", ["result", "set_result"])

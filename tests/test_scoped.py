@@ -145,17 +145,33 @@ def test_true_exit_with_no_exception_in_flight_changes_nothing():
 def test_true_exit_in_a_function_scope_raises_not_prepared():
     log = []
     body = ValueError("body")
-
-    def f():
-        defer(lambda: log.append(("outer sees", type(sys.exception()))))
-        scoped(CM(log, suppress=True))
-        raise body
-
+    ns = run_src(
+        """
+        def f():
+            defer(lambda: log.append(("outer sees", type(sys.exception()))))
+            scoped(CM(log, suppress=True))
+            raise body
+        """,
+        defer=defer, scoped=scoped, CM=CM, sys=sys, log=log, body=body,
+    )
     with pytest.raises(NotPreparedError) as info:
-        f()
+        ns["f"]()
     assert info.value.__context__ is body
     assert isinstance(info.value, RuntimeError)
     assert log == [("enter", "cm"), ("exit", "cm", ValueError), ("outer sees", NotPreparedError)]
+
+
+def test_true_exit_in_a_prepared_function_suppresses_like_with():
+    log = []
+    body = ValueError("body")
+
+    def f():
+        defer(lambda: log.append(("outer sees", sys.exception())))
+        scoped(CM(log, suppress=True))
+        raise body
+
+    assert f() is None
+    assert log == [("enter", "cm"), ("exit", "cm", ValueError), ("outer sees", None)]
 
 
 def test_true_exit_in_a_block_scope_suppresses_like_with():

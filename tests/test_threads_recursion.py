@@ -122,6 +122,29 @@ def test_thread_target_function_is_the_scope():
     "documented in docs/semantics.md, 'Known limits of the runtime path'",
 )
 def test_generator_started_in_one_thread_finished_in_another():
+    # Runtime path: the generator comes from a string, which has no source to prepare.
+    log = []
+    ns = {"defer": defer, "log": log, "threading": threading}
+    exec(
+        compile(
+            textwrap.dedent(
+                """
+                def gen():
+                    defer(log.append, ("deferred", threading.current_thread().name))
+                    yield 1
+                    log.append(("resumed", threading.current_thread().name))
+                    yield 2
+                """
+            ),
+            "<string>",
+            "exec",
+        ),
+        ns,
+    )
+    _run_generator_across_threads(ns["gen"](), log)
+
+
+def test_prepared_generator_started_in_one_thread_finished_in_another():
     log = []
 
     def gen():
@@ -130,20 +153,15 @@ def test_generator_started_in_one_thread_finished_in_another():
         log.append(("resumed", threading.current_thread().name))
         yield 2
 
-    g = gen()
+    _run_generator_across_threads(gen(), log)
 
-    def first():
-        next(g)
 
-    def second():
-        for _ in g:
-            pass
-
-    t1 = threading.Thread(target=first, name="T1")
+def _run_generator_across_threads(g, log):
+    t1 = threading.Thread(target=lambda: next(g), name="T1")
     t1.start()
     t1.join(TIMEOUT)
     assert log == []
-    t2 = threading.Thread(target=second, name="T2")
+    t2 = threading.Thread(target=lambda: list(g), name="T2")
     t2.start()
     t2.join(TIMEOUT)
     # the deferred call's arguments were evaluated in T1; it runs when the generator ends, in T2

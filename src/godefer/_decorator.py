@@ -72,7 +72,6 @@ def prepare_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     preparer.visit(module)
     if not preparer.prepared_any:
         return fn
-    ast.fix_missing_locations(module)
     compiled = compile(module, code.co_filename, "exec", dont_inherit=True)
     outer_code = next(c for c in compiled.co_consts if isinstance(c, CodeType))
     new_code = next(

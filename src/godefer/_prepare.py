@@ -433,10 +433,12 @@ def _runtime_import(like: ast.stmt) -> list[ast.stmt]:
     """`import godefer._rt as __godefer_rt__` plus marking the module's code prepared, carrying
     the line of the statement they precede (no line of their own)."""
     stmts = ast.parse(f"import godefer._rt as {RT}\n{RT}.mark_running_module()").body
+    line = like.lineno
     for stmt in stmts:
         for n in ast.walk(stmt):
             if isinstance(n, (ast.stmt, ast.expr, ast.alias)):
-                ast.copy_location(n, like)
+                n.lineno = n.end_lineno = line
+                n.col_offset, n.end_col_offset = 0, 0
     return stmts
 
 
@@ -454,7 +456,8 @@ def prepare_tree(tree: ast.Module, filename: str, source: str) -> bool:
         head, rest = _split_head(tree.body)
         if rest:
             tree.body = head + _runtime_import(rest[0]) + rest
-        ast.fix_missing_locations(tree)
+        # No ast.fix_missing_locations: every inserted node has a full position already, and
+        # it would give other rewriters' nodes (pytest's carry no end_lineno) invalid ranges.
     return preparer.prepared_any
 
 

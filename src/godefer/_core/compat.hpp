@@ -79,6 +79,18 @@ inline _PyInterpreterFrame* caller_frame(_PyInterpreterFrame* frame) noexcept {
     return frame != nullptr ? complete_frame(frame->previous) : nullptr;
 }
 
+// In the exception handler that preparation wraps around a scope's body (a try statement at stack
+// depth 0), CPython's PUSH_EXC_INFO left the handled exception that enclosed the scope in the
+// first value-stack slot: what sys.exception() must show after a recovery. Null if the slot does
+// not hold an exception or None (then the caller falls back to the current one).
+inline PyObject* enclosing_handled_exception(_PyInterpreterFrame* frame) noexcept {
+    PyObject* saved = frame->localsplus[iframe_code(frame)->co_nlocalsplus];
+    if (saved == Py_None || (saved != nullptr && PyExceptionInstance_Check(saved))) {
+        return saved;
+    }
+    return nullptr;
+}
+
 #if PY_VERSION_HEX < 0x030C0000
 // 3.11 gives list/set/dict comprehensions a frame of their own; scopes must not see it.
 inline bool is_comprehension_code(PyCodeObject* code) noexcept {

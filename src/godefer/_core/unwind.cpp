@@ -153,8 +153,8 @@ void release_if_empty(ModuleState* st, Scope* scope) noexcept {
     }
 }
 
-void finish_frame(ModuleState* st, Scope* scope, UnwindState& state) {
-    drain(st, *scope, 0, state);
+void finish_frame(ModuleState* st, Scope* scope, UnwindState& state, PyObject* outer) {
+    drain(st, *scope, 0, state, outer);
     if (scope->unwinding == nullptr) {
         scope->marks.clear();
         if (scope->armed) {
@@ -333,7 +333,10 @@ PyObject* prepared_unwind(PyObject* module, PyObject* exc) {
     UnwindState state;
     state.kind = ExitKind::prepared_frame;
     state.exc = Ref::borrow(exc);
-    finish_frame(st, scope, state);
+    // Called from the prepared handler only (the record is a prepared one), where the first stack
+    // slot holds the exception that enclosed the scope.
+    PyObject* outer = scope->prepared ? compat::enclosing_handled_exception(static_cast<_PyInterpreterFrame*>(const_cast<void*>(scope->key))) : nullptr;
+    finish_frame(st, scope, state, outer);
     if (!state.exc) {
         return Py_NewRef(state.result ? state.result.get() : Py_None);  // recovered
     }

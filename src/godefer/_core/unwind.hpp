@@ -37,7 +37,7 @@ void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
            PyObject* outer = nullptr);
 
 // The frame of `scope` is exiting: drains it with `state` and removes it from the table.
-void finish_frame(ModuleState* st, Scope* scope, UnwindState& state);
+void finish_frame(ModuleState* st, Scope* scope, UnwindState& state, PyObject* outer = nullptr);
 
 // Drops the table's record when it holds nothing and nothing watches it.
 void release_if_empty(ModuleState* st, Scope* scope) noexcept;
