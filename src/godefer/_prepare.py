@@ -29,6 +29,7 @@ tracebacks, coverage and debuggers see only the user's lines.
 from __future__ import annotations
 
 import ast
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -104,6 +105,20 @@ def _no_location(node: ast.AST) -> ast.AST:
         if isinstance(n, (ast.stmt, ast.expr, ast.excepthandler, ast.arg, ast.keyword)):
             n.lineno = n.end_lineno = -1
             n.col_offset = n.end_col_offset = -1
+    return node
+
+
+def _at_line(node: ast.AST, line: int) -> ast.AST:
+    """Give an inserted exception handler a line of its own: the scope's first line.
+
+    Handlers are reached only by an exception, where a line event for "the scope is exiting" is
+    honest; and CPython 3.13.0's compiler miscounts the stack of exception handlers that have no
+    location at all ("Invalid CFG, stack underflow").
+    """
+    for n in ast.walk(node):
+        if isinstance(n, (ast.stmt, ast.expr, ast.excepthandler, ast.arg, ast.keyword)):
+            n.lineno = n.end_lineno = line
+            n.col_offset, n.end_col_offset = 0, 0
     return node
 
 
@@ -211,11 +226,64 @@ class Preparer(ast.NodeTransformer):
             node.returns = self.visit(node.returns)
         kind = _function_kind(node)
         self.scopes.append(_Scope(kind, _bound_names(node.body, node.args) | self._enclosing()))
+        slots = self._open_coded_slots(node.body)
+        if slots is not None:
+            node.body = OpenCoder(self, kind, _first_line(node)).rewrite(node.body, slots)
+            self.scopes.pop()
+            self.prepared_any = True
+            return node
         node.body = self._visit_body(node.body)
         scope = self.scopes.pop()
         if scope.schedules:
-            node.body = self._wrap_function(node.body, kind)
+            node.body = self._wrap_function(node.body, kind, _first_line(node))
         return node
+
+    def _slot_call(self, stmt: ast.stmt) -> tuple[str, ast.Call] | None:
+        """(kind, call) when `stmt` is a top-level `defer(f, ...)` or `f(...) in defer`."""
+        if not isinstance(stmt, ast.Expr):
+            return None
+        value, shadowed = stmt.value, self._shadowed()
+        if isinstance(value, ast.Call):
+            role = self.aliases.role(value.func, shadowed)
+            if role in STATEMENT_FORMS and value.args and not isinstance(value.args[0], ast.Starred):
+                return role, value
+        if isinstance(value, ast.Compare) and self._is_statement_form(value):
+            role = self.aliases.role(value.comparators[0], shadowed)
+            call = value.left
+            assert isinstance(call, ast.Call) and role is not None
+            return role, ast.copy_location(
+                ast.Call(func=value.comparators[0], args=[call.func, *call.args],
+                         keywords=call.keywords),
+                call,
+            )
+        return None
+
+    def _open_coded_slots(self, body: list[ast.stmt]) -> dict[int, tuple[str, ast.Call]] | None:
+        """Top-level defers of a function that can all live in frame locals, by statement index;
+        None when the function needs the generic handler (or schedules nothing)."""
+        slots: dict[int, tuple[str, ast.Call]] = {}
+        for index, stmt in enumerate(body):
+            slot = self._slot_call(stmt)
+            if slot is not None:
+                slots[index] = slot
+        if not slots or len(slots) > MAX_OPEN_CODED:
+            return None
+        claimed = {id(call.func) for _, call in slots.values()}
+        claimed |= {id(body[i].value.comparators[0]) for i in slots
+                    if isinstance(body[i].value, ast.Compare)}  # type: ignore[attr-defined]
+        shadowed = self._shadowed()
+        for node in _own_nodes(body):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if any(self.aliases.role(d, shadowed) in SCHEDULERS for d in node.decorator_list):
+                    return None
+            expr = node.func if isinstance(node, ast.Call) else None
+            if isinstance(node, ast.Compare):
+                expr = node.comparators[0]
+            if expr is not None and id(expr) not in claimed and (
+                self.aliases.role(expr, shadowed) in SCHEDULERS
+            ):
+                return None  # scheduled elsewhere than a top-level statement, or scoped()
+        return slots
 
     visit_FunctionDef = _visit_function
     visit_AsyncFunctionDef = _visit_function
@@ -303,8 +371,6 @@ class Preparer(ast.NodeTransformer):
             node.func = _rt_attr(SCHEDULERS[role], node.func)
             self.scopes[-1].schedules = True
             self.prepared_any = True
-        elif role == "scope" and self._scope_kind() != "lambda":
-            node.func = _rt_attr("scope", node.func)
         return node
 
     def visit_Return(self, node: ast.Return) -> ast.Return:
@@ -321,44 +387,25 @@ class Preparer(ast.NodeTransformer):
 
     # -- exit handlers ------------------------------------------------------------------------
 
-    def _wrap_function(self, body: list[ast.stmt], kind: str) -> list[ast.stmt]:
+    def _wrap_function(self, body: list[ast.stmt], kind: str, line: int) -> list[ast.stmt]:
         docstring, rest = _split_docstring(body)
         valued = kind != "async_generator"  # `return value` is illegal in an async generator
         if valued:
-            template = f"""
-{RV} = None
-{STATE} = 0
-try:
-    pass
-except BaseException as {EXC}:
-    {STATE} = 1
-    {RV} = {RT}.unwind({EXC})
-    if {RV} is {RT}.RERAISE:
-        raise
-    return {RV}
-finally:
-    if not {STATE}:
-        return {RT}.complete({RV})
-"""
+            on_return = f"if not {STATE}:\n    {STATE} = 4\n    return {RT}.complete({RV})"
+            on_exception = (f"{RV} = {RT}.unwind({EXC})\nif {RV} is {RT}.RERAISE:\n    raise\n"
+                            f"return {RV}")
         else:
-            template = f"""
-{STATE} = 0
-try:
-    pass
-except BaseException as {EXC}:
-    {STATE} = 1
-    if {RT}.unwind({EXC}) is {RT}.RERAISE:
-        raise
-    return
-finally:
-    if not {STATE}:
-        {RT}.complete(None)
-"""
-        stmts = [_no_location(s) for s in ast.parse(template).body]
-        try_stmt = stmts[-1]
-        assert isinstance(try_stmt, ast.Try)
-        try_stmt.body = rest or [_no_location(ast.Pass())]
-        return docstring + stmts
+            on_return = f"if not {STATE}:\n    {STATE} = 4\n    {RT}.complete(None)\n    return"
+            on_exception = f"if {RT}.unwind({EXC}) is {RT}.RERAISE:\n    raise\nreturn"
+        init = f"{RV} = None\n{STATE} = 0" if valued else f"{STATE} = 0"
+        first = _first_user_line(rest) if rest else line
+        return docstring + _exit_structure(
+            init=[_at_line(s, first) for s in _parse(init)],
+            body=rest + _fall_off(valued),
+            on_return=_parse(on_return),
+            on_exception=_parse(on_exception),
+            line=line,
+        )
 
     def _wrap_block(self, body: list[ast.stmt]) -> ast.stmt:
         """Module and class bodies: no `return`, so normal completion is the `else`."""
@@ -374,6 +421,8 @@ else:
         try_stmt = _no_location(ast.parse(template).body[0])
         assert isinstance(try_stmt, ast.Try)
         try_stmt.body = body
+        for handler in try_stmt.handlers:
+            _at_line(handler, body[0].lineno)
         return try_stmt
 
     # -- helpers ------------------------------------------------------------------------------
@@ -390,6 +439,264 @@ else:
 
     def _scope_kind(self) -> str:
         return self.scopes[-1].kind if self.scopes else "module"
+
+
+MAX_OPEN_CODED = 8
+KIND_CODES = {"defer": 0, "errdefer": 1, "okdefer": 2}
+
+
+def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
+    return ast.Name(id=id_, ctx=ctx or ast.Load())
+
+
+class OpenCoder:
+    """Open-coded defers (Go 1.14's model): each top-level defer of a function stores its callee
+    and arguments in frame locals; returning normally calls them inline, last first. Everything
+    else (an exception in flight, recover(), a ScopeBound or other entry the core added to the
+    frame) goes through the core with the slots that were reached:
+
+        __godefer_st__ = 0; __godefer_rv__ = None; __godefer_0__ = None
+        try:
+            ...
+            __godefer_0__, __godefer_0_0__ = f, x              # defer(f, x), evaluated here
+            if __godefer_st__ or not callable(__godefer_0__):  # the core holds entries, or a
+                __godefer_0__, __godefer_f__ = None, __godefer_0__  # non-callable: its TypeError
+                __godefer_rt__.defer(__godefer_f__, __godefer_0_0__)  # is raised at this line
+            ...
+        (inside _exit_structure's handler; on return:)
+            if not __godefer_st__:
+                __godefer_st__ = 2                   # result()/set_result() read this frame
+                if __godefer_0__ is not None:
+                    __godefer_f__ = __godefer_0__; __godefer_0__ = None
+                    __godefer_f__(__godefer_0_0__)   # raising here reaches the handler, which
+                return __godefer_rv__                # gives the core the slots left
+            if __godefer_st__ == 3:                  # the core holds newer entries
+                __godefer_st__ = 4
+                return __godefer_rt__.complete_slots(__godefer_rv__, groups)
+        (on an exception: __godefer_rt__.unwind_slots(exc, groups))
+    """
+
+    def __init__(self, preparer: Preparer, kind: str, line: int) -> None:
+        self.preparer = preparer
+        self.line = line  # the def line: where inserted exception handlers report
+        self.valued = kind != "async_generator"
+        self.slots: list[tuple[str, list[tuple[str, ast.expr]]]] = []  # (kind, [(local, arg)])
+        # How each slot is called: positional and keyword arguments, as loads of its locals.
+        self.call_shapes: list[tuple[list[ast.expr], list[ast.keyword]]] = []
+
+    def rewrite(self, body: list[ast.stmt], slots: dict[int, tuple[str, ast.Call]]) -> list[ast.stmt]:
+        docstring, _ = _split_docstring(body)
+        out: list[ast.stmt] = []
+        for index, stmt in enumerate(body):
+            if docstring and index == 0:
+                continue
+            if index in slots:
+                out.extend(self._slot(stmt, *slots[index]))
+            else:
+                new = self.preparer.visit(stmt)
+                if new is not None:
+                    out.extend(new if isinstance(new, list) else [new])
+        init = f"{STATE} = 0\n{RV} = None\n" + "".join(
+            f"__godefer_{i}__ = None\n" for i in range(len(self.slots))
+        )
+        first = _first_user_line(out) if out else self.line
+        return docstring + _exit_structure(
+            init=[_at_line(s, first) for s in _parse(init)],
+            body=out + _fall_off(self.valued),
+            on_return=self._on_return(),
+            on_exception=self._on_exception(),
+            line=self.line,
+        )
+
+    # -- one slot -----------------------------------------------------------------------------
+
+    def _slot(self, stmt: ast.stmt, role: str, call: ast.Call) -> list[ast.stmt]:
+        i = len(self.slots)
+        visit = self.preparer.visit
+        callee = visit(call.args[0])
+        values: list[tuple[str, ast.expr]] = [(f"__godefer_{i}__", callee)]
+        call_args: list[ast.expr] = []
+        call_keywords: list[ast.keyword] = []
+        for j, arg in enumerate(call.args[1:]):
+            local = f"__godefer_{i}_{j}__"
+            if isinstance(arg, ast.Starred):
+                values.append((local, ast.Tuple(elts=[ast.Starred(visit(arg.value), ast.Load())],
+                                                ctx=ast.Load())))
+                call_args.append(ast.Starred(_name(local), ast.Load()))
+            else:
+                values.append((local, visit(arg)))
+                call_args.append(_name(local))
+        for k, kw in enumerate(call.keywords):
+            local = f"__godefer_{i}_k{k}__"
+            if kw.arg is None:
+                values.append((local, ast.Dict(keys=[None], values=[visit(kw.value)])))
+                call_keywords.append(ast.keyword(arg=None, value=_name(local)))
+            else:
+                values.append((local, visit(kw.value)))
+                call_keywords.append(ast.keyword(arg=kw.arg, value=_name(local)))
+        self.slots.append((role, values))
+        self.call_shapes.append((call_args, call_keywords))
+        targets = [_name(local, ast.Store()) for local, _ in values]
+        store = ast.Assign(
+            targets=[targets[0] if len(targets) == 1 else ast.Tuple(elts=targets, ctx=ast.Store())],
+            value=values[0][1] if len(values) == 1 else ast.Tuple(elts=[v for _, v in values],
+                                                                 ctx=ast.Load()),
+        )
+        fallback = ast.parse(
+            f"if {STATE} or not callable(__godefer_{i}__):\n"
+            f"    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
+        ).body[0]
+        assert isinstance(fallback, ast.If)
+        fallback.body.append(ast.Expr(ast.Call(func=_rt_attr(role, stmt),
+                                               args=[_name("__godefer_f__"),
+                                                     *copy.deepcopy(call_args)],
+                                               keywords=copy.deepcopy(call_keywords))))
+        for node in (store, fallback):
+            for n in ast.walk(node):
+                if isinstance(n, (ast.stmt, ast.expr, ast.keyword)):
+                    ast.copy_location(n, stmt)
+        self.preparer.prepared_any = True
+        return [store, fallback]
+
+    # -- exits --------------------------------------------------------------------------------
+
+    def _groups(self) -> list[ast.expr]:
+        """Per slot, oldest first: False when not reached, else (kind, fn, args, kwargs)."""
+        groups: list[ast.expr] = []
+        for i, (role, _) in enumerate(self.slots):
+            call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
+            kwargs: ast.expr
+            if call_keywords:
+                kwargs = ast.Dict(
+                    keys=[ast.Constant(kw.arg) if kw.arg else None for kw in call_keywords],
+                    values=[kw.value for kw in call_keywords],
+                )
+            else:
+                kwargs = ast.Constant(None)
+            group = ast.Tuple(elts=[ast.Constant(KIND_CODES[role]), _name(f"__godefer_{i}__"),
+                                    ast.Tuple(elts=list(call_args), ctx=ast.Load()), kwargs],
+                              ctx=ast.Load())
+            reached = ast.Compare(left=_name(f"__godefer_{i}__"), ops=[ast.IsNot()],
+                                  comparators=[ast.Constant(None)])
+            groups.append(ast.BoolOp(op=ast.And(), values=[reached, group]))
+        return groups
+
+    def _core_call(self, attr: str, first: ast.expr) -> ast.Call:
+        return ast.Call(func=ast.Attribute(value=_name(RT), attr=attr, ctx=ast.Load()),
+                        args=[first, *self._groups()], keywords=[])
+
+    def _on_exception(self) -> list[ast.stmt]:
+        """Body or exit raised: the core runs the reached slots (and its own entries)."""
+        call = self._core_call("unwind_slots", _name(EXC))
+        if self.valued:
+            stmts = _parse(f"{RV} = None\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}")
+            assign = stmts[0]
+            assert isinstance(assign, ast.Assign)
+            assign.value = call
+            return stmts
+        stmts = _parse(f"if None is {RT}.RERAISE:\n    raise\nreturn")
+        test = stmts[0]
+        assert isinstance(test, ast.If) and isinstance(test.test, ast.Compare)
+        test.test.left = call
+        return stmts
+
+    def _on_return(self) -> list[ast.stmt]:
+        """Returning: call the reached slots inline, last first; or, when the core holds entries
+        of this frame too, let it run everything."""
+        inline: list[ast.stmt] = _parse(f"{STATE} = 2")
+        for i in reversed(range(len(self.slots))):
+            if self.slots[i][0] == "errdefer":
+                # Passed with nothing in flight: it must not run if a later call raises.
+                inline += _parse(f"__godefer_{i}__ = None")
+                continue
+            step = _parse(
+                f"if __godefer_{i}__ is not None:\n"
+                f"    __godefer_f__ = __godefer_{i}__\n"
+                f"    __godefer_{i}__ = None\n"
+            )[0]
+            assert isinstance(step, ast.If)
+            call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
+            step.body.append(ast.Expr(ast.Call(func=_name("__godefer_f__"), args=call_args,
+                                               keywords=call_keywords)))
+            inline.append(step)
+        inline += _parse(f"return {RV}" if self.valued else "return")
+        normal = _parse(f"if not {STATE}:\n    pass")[0]
+        assert isinstance(normal, ast.If)
+        normal.body = inline
+        core = _parse(f"if {STATE} == 3:\n    {STATE} = 4")[0]
+        assert isinstance(core, ast.If)
+        complete = self._core_call("complete_slots",
+                                   _name(RV) if self.valued else ast.Constant(None))
+        core.body += [ast.Return(complete)] if self.valued else [ast.Expr(complete), ast.Return()]
+        return [normal, core]
+
+
+def _exit_structure(
+    *,
+    init: list[ast.stmt],
+    body: list[ast.stmt],
+    on_return: list[ast.stmt],
+    on_exception: list[ast.stmt],
+    line: int,
+) -> list[ast.stmt]:
+    """The exit handler around a function body:
+
+        <init>                                   # at the first user line: no line event
+        try:
+            try:
+                <body>
+            except BaseException:                # no location: marks the path, re-raises
+                __godefer_st__ = 1
+                raise
+            finally:
+                <on_return>                      # guarded by the state; no location, so this
+                                                 # code inherits the line of the `return`
+        except BaseException as __godefer_exc__: # the scope's first line (see _at_line)
+            if __godefer_st__ == 4:              # the core already ran everything
+                raise
+            <on_exception>
+
+    Exceptions from the body and from the normal exit (a deferred call raising on return) both
+    reach the one located handler, so an exception exit reports the scope's first line once.
+    """
+    template = f"""
+try:
+    try:
+        pass
+    except BaseException:
+        {STATE} = 1
+        raise
+    finally:
+        pass
+except BaseException as {EXC}:
+    if {STATE} == 4:
+        raise
+"""
+    outer = _no_location(ast.parse(template).body[0])
+    assert isinstance(outer, ast.Try)
+    inner = outer.body[0]
+    assert isinstance(inner, ast.Try)
+    inner.body = body
+    inner.finalbody = [_no_location(s) for s in on_return]
+    handler = outer.handlers[0]
+    handler.body += on_exception
+    _at_line(handler, line)
+    return [*init, outer]
+
+
+def _parse(source: str) -> list[ast.stmt]:
+    return ast.parse(source).body
+
+
+def _fall_off(valued: bool) -> list[ast.stmt]:
+    """Falling off the end returns None, even after a `return` whose value was captured and
+    then abandoned (an exception raised on its way out and caught in the function)."""
+    return [_no_location(s) for s in _parse(f"{RV} = None" if valued else "pass")]
+
+
+def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """The code object's first line: the first decorator's, if any (co_firstlineno)."""
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)])
 
 
 def _function_kind(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
@@ -429,11 +736,23 @@ def _split_head(body: list[ast.stmt], future: bool = True) -> tuple[list[ast.stm
     return head, rest
 
 
-def _runtime_import(like: ast.stmt) -> list[ast.stmt]:
+def _first_user_line(body: list[ast.stmt]) -> int:
+    """The line of the first user statement in `body` that compiles to code (so not `global`,
+    `nonlocal` or `pass`), looking inside inserted handlers."""
+    for stmt in body:
+        if isinstance(stmt, (ast.Global, ast.Nonlocal, ast.Pass)):
+            continue
+        if stmt.lineno > 0:
+            return stmt.lineno
+        if isinstance(stmt, ast.Try):
+            return _first_user_line(stmt.body)
+    return 1
+
+
+def _runtime_import(line: int) -> list[ast.stmt]:
     """`import godefer._rt as __godefer_rt__` plus marking the module's code prepared, carrying
-    the line of the statement they precede (no line of their own)."""
+    the line of the statement they precede (so no line event of their own)."""
     stmts = ast.parse(f"import godefer._rt as {RT}\n{RT}.mark_running_module()").body
-    line = like.lineno
     for stmt in stmts:
         for n in ast.walk(stmt):
             if isinstance(n, (ast.stmt, ast.expr, ast.alias)):
@@ -455,7 +774,7 @@ def prepare_tree(tree: ast.Module, filename: str, source: str) -> bool:
     if preparer.prepared_any:
         head, rest = _split_head(tree.body)
         if rest:
-            tree.body = head + _runtime_import(rest[0]) + rest
+            tree.body = head + _runtime_import(_first_user_line(rest)) + rest
         # No ast.fix_missing_locations: every inserted node has a full position already, and
         # it would give other rewriters' nodes (pytest's carry no end_lineno) invalid ranges.
     return preparer.prepared_any

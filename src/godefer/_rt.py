@@ -19,6 +19,9 @@ scoped = _core._prepared_scoped
 scope = _core.scope
 complete = _core._prepared_complete
 unwind = _core._prepared_unwind
+unwind_slots = _core._prepared_unwind_slots
+unwind_slots_after = _core._prepared_unwind_slots_after
+complete_slots = _core._prepared_complete_slots
 RERAISE = _core.RERAISE
 
 _MARKERS = ("__godefer_st__", "__godefer_exc__")
@@ -39,7 +42,10 @@ def mark_prepared(code: CodeType) -> None:
     while stack:
         co = stack.pop()
         if is_prepared(co):
-            _core._mark_prepared(co)
+            if "__godefer_0__" in co.co_varnames:
+                _core._mark_open_coded(co)  # top-level defers live in frame locals
+            else:
+                _core._mark_prepared(co)
         stack.extend(c for c in co.co_consts if isinstance(c, CodeType))
 
 

@@ -4,6 +4,7 @@
 #include "api.hpp"
 #include "code_flags.hpp"
 #include "exit_hooks.hpp"
+#include "open_coded.hpp"
 #include "module_state.hpp"
 #include "unwind.hpp"
 
@@ -93,6 +94,14 @@ PyMethodDef module_methods[] = {
          Py_RETURN_NONE;
      },
      METH_O, "Register what @scope calls to prepare a function (None: nothing)."},
+    {"_prepared_unwind_slots", fastcall(prepared_unwind_slots), METH_FASTCALL,
+     "Exception leaving an open-coded frame: (exc, *slot groups)."},
+    {"_prepared_unwind_slots_after", fastcall(prepared_unwind_slots_after), METH_FASTCALL,
+     "Exception raised by a slot called inline on return: (exc, *remaining slot groups)."},
+    {"_prepared_complete_slots", fastcall(prepared_complete_slots), METH_FASTCALL,
+     "Return from an open-coded frame whose scope the core also holds: (value, *slot groups)."},
+    {"_mark_open_coded", mark_open_coded, METH_O,
+     "Mark a code object as prepared and open-coded (top-level defers kept in locals)."},
     {"_pending_frames", [](PyObject* module, PyObject* /*unused*/) -> PyObject* {
          return PyLong_FromSize_t(module_state(module)->table->size());
      },

@@ -2,6 +2,7 @@
 
 #include "code_flags.hpp"
 #include "exit_hooks.hpp"
+#include "open_coded.hpp"
 #include "unwind.hpp"
 
 namespace godefer {
@@ -90,7 +91,9 @@ Scope* calling_scope(ModuleState* st, const char* who, bool prepared) {
             return nullptr;
         }
     }
-    return st->table->find_or_create(frame, frame_obj, prepared);
+    scope = st->table->find_or_create(frame, frame_obj, prepared);
+    scope->open_coded = prepared && open_coded_locals(st, compat::iframe_code(frame)).state >= 0;
+    return scope;
 }
 
 int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
@@ -103,6 +106,14 @@ int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, st
     // Entries inside an open block run at the block's exit; entries of a prepared frame, or added
     // while the frame's own exit is being drained, need no further watching.
     if (scope->armed || scope->prepared || !scope->marks.empty() || scope->unwinding != nullptr) {
+        // An open-coded frame must now exit through the core, which sees this entry.
+        if (scope->open_coded && scope->marks.empty() && scope->unwinding == nullptr &&
+            note_core_entry(st, const_cast<void*>(scope->key)) < 0) {
+            PoppedEntry dropped;
+            scope->pop(dropped);
+            release_if_empty(st, scope);
+            return -1;
+        }
         return 0;
     }
     if (PyThreadState_Get()->tracing > 0) {

@@ -52,6 +52,7 @@ void Scope::release() noexcept {
     marks.clear();
     armed = false;
     prepared = false;
+    open_coded = false;
     unwinding = nullptr;
 #ifdef GODEFER_USE_TRACING
     pending_exception.reset();
@@ -63,18 +64,30 @@ void Scope::release() noexcept {
     Py_XDECREF(old);
 }
 
-void Scope::push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
-                 PyObject* kwnames) {
-    slots_.push_back(as_slot(Py_NewRef(fn)));
+void Scope::encode(std::vector<uintptr_t>& out, Kind kind, PyObject* fn, PyObject* const* args,
+                   std::size_t nargs, PyObject* kwnames) {
+    out.push_back(as_slot(Py_NewRef(fn)));
     for (std::size_t i = 0; i < nargs; ++i) {
-        slots_.push_back(as_slot(Py_NewRef(args[i])));
+        out.push_back(as_slot(Py_NewRef(args[i])));
     }
     uintptr_t header = (static_cast<uintptr_t>(nargs) << nargs_shift) | static_cast<uintptr_t>(kind);
     if (kwnames != nullptr) {
-        slots_.push_back(as_slot(Py_NewRef(kwnames)));
+        out.push_back(as_slot(Py_NewRef(kwnames)));
         header |= has_kwnames_bit;
     }
-    slots_.push_back(header);
+    out.push_back(header);
+}
+
+void Scope::push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
+                 PyObject* kwnames) {
+    encode(slots_, kind, fn, args, nargs, kwnames);
+}
+
+void Scope::push_bottom(const std::vector<uintptr_t>& encoded) {
+    slots_.insert(slots_.begin(), encoded.begin(), encoded.end());
+    for (std::size_t& mark : marks) {
+        mark += encoded.size();
+    }
 }
 
 void Scope::pop(PoppedEntry& out) {

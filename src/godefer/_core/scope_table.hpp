@@ -65,6 +65,11 @@ class Scope {
     // Takes new references to everything; `args` holds positional then keyword values.
     void push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
               PyObject* kwnames);
+    // Inserts entries below all existing ones (they ran earlier, so they run later).
+    void push_bottom(const std::vector<uintptr_t>& encoded);
+    // Encodes an entry the way push() stores it, into `out` (taking new references).
+    static void encode(std::vector<uintptr_t>& out, Kind kind, PyObject* fn, PyObject* const* args,
+                       std::size_t nargs, PyObject* kwnames);
     // Moves the last entry into `out`. Precondition: size() > 0.
     void pop(PoppedEntry& out);
 
@@ -79,6 +84,7 @@ class Scope {
     compat::FrameKey key = nullptr;
     PyObject* frame = nullptr;             // runtime records: strong reference to the frame object
     bool prepared = false;                 // the frame's own code drains this record at exit
+    bool open_coded = false;               // ... and keeps its top-level defers in locals
     std::vector<std::size_t> marks;        // slot index where each open block scope starts
     bool armed = false;                    // a frame-exit hook watches this frame
     UnwindState* unwinding = nullptr;      // the drain in progress, if any

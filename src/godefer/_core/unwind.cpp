@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "exit_hooks.hpp"
+#include "open_coded.hpp"
 
 namespace godefer {
 
@@ -227,14 +228,35 @@ PyObject* recover(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
                         "the code in a `with scope():` block");
         return nullptr;
     }
+    // After a recovery the function returns (None unless a deferred call sets its result).
+    state.returning = state.kind == ExitKind::prepared_frame;
     return state.exc.release();
 }
 
 namespace {
 
+// The scope being drained within whose deferred call result()/set_result() runs: the nearest
+// frame up the stack whose exit is being drained (the deferred callable's caller, or the calling
+// frame itself for `defer(set_result, 42)`). Unlike recover(), helpers deeper down are fine.
+Scope* scope_for_result(ModuleState* st) {
+    auto& draining = st->table->draining;
+    if (draining.empty()) {
+        return nullptr;
+    }
+    for (_PyInterpreterFrame* frame = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+         frame != nullptr; frame = compat::caller_frame(frame)) {
+        for (auto it = draining.rbegin(); it != draining.rend(); ++it) {
+            if ((*it)->key == frame) {
+                return *it;
+            }
+        }
+    }
+    return nullptr;
+}
+
 // The drain whose function result a deferred call may read or replace; sets an error otherwise.
 UnwindState* result_state(ModuleState* st, const char* who) {
-    Scope* scope = scope_asking(st);
+    Scope* scope = scope_for_result(st);
     if (scope == nullptr) {
         PyErr_Format(PyExc_LookupError,
                      "%s() is only available inside a deferred call of a function that is exiting",
@@ -270,7 +292,11 @@ PyObject* result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) 
         PyErr_Format(PyExc_TypeError, "result() takes no arguments (%zd given)", nargs);
         return nullptr;
     }
-    UnwindState* state = result_state(module_state(module), "result");
+    ModuleState* st = module_state(module);
+    if (PyObject** slot = scope_for_result(st) == nullptr ? inline_result_slot(st) : nullptr) {
+        return Py_NewRef(*slot != nullptr ? *slot : Py_None);
+    }
+    UnwindState* state = result_state(st, "result");
     if (state == nullptr) {
         return nullptr;
     }
@@ -289,7 +315,12 @@ PyObject* set_result(PyObject* module, PyObject* const* args, Py_ssize_t nargs) 
                      nargs);
         return nullptr;
     }
-    UnwindState* state = result_state(module_state(module), "set_result");
+    ModuleState* st = module_state(module);
+    if (PyObject** slot = scope_for_result(st) == nullptr ? inline_result_slot(st) : nullptr) {
+        Py_XSETREF(*slot, Py_NewRef(args[0]));
+        Py_RETURN_NONE;
+    }
+    UnwindState* state = result_state(st, "set_result");
     if (state == nullptr) {
         return nullptr;
     }
@@ -306,12 +337,7 @@ Scope* exiting_prepared_scope(ModuleState* st) {
 
 }  // namespace
 
-PyObject* prepared_complete(PyObject* module, PyObject* value) {
-    ModuleState* st = module_state(module);
-    Scope* scope = exiting_prepared_scope(st);
-    if (scope == nullptr) {
-        return Py_NewRef(value);  // nothing was deferred: no allocation, no drain
-    }
+PyObject* complete_scope(ModuleState* st, Scope* scope, PyObject* value) {
     UnwindState state;
     state.kind = ExitKind::prepared_frame;
     state.result = Ref::borrow(value);
@@ -324,18 +350,10 @@ PyObject* prepared_complete(PyObject* module, PyObject* value) {
     return state.result.release();
 }
 
-PyObject* prepared_unwind(PyObject* module, PyObject* exc) {
-    ModuleState* st = module_state(module);
-    Scope* scope = exiting_prepared_scope(st);
-    if (scope == nullptr) {
-        return Py_NewRef(st->reraise);
-    }
+PyObject* unwind_scope(ModuleState* st, Scope* scope, PyObject* exc, PyObject* outer) {
     UnwindState state;
     state.kind = ExitKind::prepared_frame;
     state.exc = Ref::borrow(exc);
-    // Called from the prepared handler only (the record is a prepared one), where the first stack
-    // slot holds the exception that enclosed the scope.
-    PyObject* outer = scope->prepared ? compat::enclosing_handled_exception(static_cast<_PyInterpreterFrame*>(const_cast<void*>(scope->key))) : nullptr;
     finish_frame(st, scope, state, outer);
     if (!state.exc) {
         return Py_NewRef(state.result ? state.result.get() : Py_None);  // recovered
@@ -345,6 +363,27 @@ PyObject* prepared_unwind(PyObject* module, PyObject* exc) {
     }
     compat::restore_exception(std::move(state.exc));
     return nullptr;
+}
+
+PyObject* prepared_complete(PyObject* module, PyObject* value) {
+    ModuleState* st = module_state(module);
+    Scope* scope = exiting_prepared_scope(st);
+    if (scope == nullptr) {
+        return Py_NewRef(value);  // nothing was deferred: no allocation, no drain
+    }
+    return complete_scope(st, scope, value);
+}
+
+PyObject* prepared_unwind(PyObject* module, PyObject* exc) {
+    ModuleState* st = module_state(module);
+    Scope* scope = exiting_prepared_scope(st);
+    if (scope == nullptr) {
+        return Py_NewRef(st->reraise);
+    }
+    // Called from the prepared handler only (the record is a prepared one), where the first stack
+    // slot holds the exception that enclosed the scope.
+    PyObject* outer = scope->prepared ? compat::enclosing_handled_exception(static_cast<_PyInterpreterFrame*>(const_cast<void*>(scope->key))) : nullptr;
+    return unwind_scope(st, scope, exc, outer);
 }
 
 }  // namespace godefer

@@ -51,6 +51,11 @@ PyObject* set_result(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 // (returns the value to return, or raises), unwind(exc) on an exception (returns RERAISE when the
 // exception goes on, the value to return when it was recovered, or raises its replacement).
 PyObject* prepared_complete(PyObject* module, PyObject* value);
+// The same for a given record: complete_scope returns the value to return (or null, raising);
+// unwind_scope returns RERAISE, the value to return after a recovery, or null (raising). `outer`
+// is the handled exception enclosing the scope (null: the current one).
+PyObject* complete_scope(ModuleState* st, Scope* scope, PyObject* value);
+PyObject* unwind_scope(ModuleState* st, Scope* scope, PyObject* exc, PyObject* outer);
 PyObject* prepared_unwind(PyObject* module, PyObject* exc);
 
 }  // namespace godefer

@@ -1,0 +1,193 @@
+#include "open_coded.hpp"
+
+#include <vector>
+
+#include "code_flags.hpp"
+#include "compat.hpp"
+#include "unwind.hpp"
+
+namespace godefer {
+
+namespace {
+
+int local_index(PyCodeObject* code, const char* name) {
+    PyObject* names = code->co_localsplusnames;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); ++i) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(names, i), name) == 0) {
+            return static_cast<int>(i);
+        }
+    }
+    return -1;
+}
+
+bool local_is(PyObject* value, long expected) {
+    return value != nullptr && PyLong_CheckExact(value) && PyLong_AsLong(value) == expected;
+}
+
+// Decodes the slot groups preparation passes (oldest first) into scope entries.
+int encode_groups(PyObject* const* groups, Py_ssize_t count, std::vector<uintptr_t>& out) {
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        PyObject* group = groups[i];
+        if (!PyTuple_Check(group)) {
+            continue;  // False: the slot's statement was not reached
+        }
+        if (PyTuple_GET_SIZE(group) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(group, 2))) {
+            PyErr_SetString(PyExc_SystemError, "godefer: malformed open-coded slot");
+            return -1;
+        }
+        const long kind = PyLong_AsLong(PyTuple_GET_ITEM(group, 0));
+        PyObject* fn = PyTuple_GET_ITEM(group, 1);
+        PyObject* pos = PyTuple_GET_ITEM(group, 2);
+        PyObject* kw = PyTuple_GET_ITEM(group, 3);
+        std::vector<PyObject*> args(pos == nullptr ? 0 : PyTuple_GET_SIZE(pos));
+        for (std::size_t j = 0; j < args.size(); ++j) {
+            args[j] = PyTuple_GET_ITEM(pos, static_cast<Py_ssize_t>(j));
+        }
+        Ref kwnames;
+        if (kw != Py_None && PyDict_GET_SIZE(kw) > 0) {
+            kwnames = Ref::steal(PyTuple_New(PyDict_GET_SIZE(kw)));
+            if (!kwnames) {
+                return -1;
+            }
+            Py_ssize_t pos_in_dict = 0;
+            Py_ssize_t k = 0;
+            PyObject* key = nullptr;
+            PyObject* value = nullptr;
+            while (PyDict_Next(kw, &pos_in_dict, &key, &value) != 0) {
+                PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
+                args.push_back(value);
+            }
+        }
+        Scope::encode(out, static_cast<Kind>(kind), fn, args.data(), args.size(), kwnames.get());
+    }
+    return 0;
+}
+
+// The record of the calling prepared frame with the slots put under its own entries.
+Scope* scope_with_slots(ModuleState* st, _PyInterpreterFrame* frame, PyObject* const* groups,
+                        Py_ssize_t count) {
+    std::vector<uintptr_t> encoded;
+    if (encode_groups(groups, count, encoded) < 0) {
+        return nullptr;
+    }
+    Scope* scope = st->table->find_or_create(frame, nullptr, true);
+    scope->push_bottom(encoded);
+    return scope;
+}
+
+}  // namespace
+
+OpenCodedLocals open_coded_locals(ModuleState* st, PyCodeObject* code) {
+    uintptr_t flags = 0;
+    if (code_flags(st, code, &flags) < 0 || (flags & code_open_coded) == 0) {
+        PyErr_Clear();
+        return {};
+    }
+    return {static_cast<int>((flags >> code_state_shift) & code_index_mask),
+            static_cast<int>((flags >> code_result_shift) & code_index_mask)};
+}
+
+int note_core_entry(ModuleState* st, void* frame_ptr) {
+    auto* frame = static_cast<_PyInterpreterFrame*>(frame_ptr);
+    const OpenCodedLocals locals = open_coded_locals(st, compat::iframe_code(frame));
+    if (locals.state < 0) {
+        return 0;
+    }
+    PyObject** state = &frame->localsplus[locals.state];
+    if (local_is(*state, open_state_running)) {
+        Py_XSETREF(*state, PyLong_FromLong(open_state_core));
+        if (*state == nullptr) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+namespace {
+
+PyObject** returning_result(ModuleState* st, _PyInterpreterFrame* frame) {
+    if (frame == nullptr) {
+        return nullptr;
+    }
+    const OpenCodedLocals locals = open_coded_locals(st, compat::iframe_code(frame));
+    if (locals.state < 0 || !local_is(frame->localsplus[locals.state], open_state_returning)) {
+        return nullptr;
+    }
+    return &frame->localsplus[locals.result];
+}
+
+}  // namespace
+
+PyObject** inline_result_slot(ModuleState* st) {
+    // The nearest frame up the stack that is calling its slots inline on return: the slot
+    // function's caller, or the current frame when the slot is result/set_result itself.
+    for (_PyInterpreterFrame* frame = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+         frame != nullptr; frame = compat::caller_frame(frame)) {
+        if (PyObject** slot = returning_result(st, frame)) {
+            return slot;
+        }
+    }
+    return nullptr;
+}
+
+PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
+    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1);
+    if (scope == nullptr) {
+        return nullptr;
+    }
+    return unwind_scope(st, scope, args[0], compat::enclosing_handled_exception(frame));
+}
+
+PyObject* prepared_unwind_slots_after(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
+    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1);
+    if (scope == nullptr) {
+        return nullptr;
+    }
+    // Raised by a slot called inline on return, where sys.exception() was the exception enclosing
+    // the function, which Python made the new exception's __context__.
+    Ref context = Ref::steal(PyException_GetContext(args[0]));
+    return unwind_scope(st, scope, args[0], context ? context.get() : Py_None);
+}
+
+PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
+    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1);
+    if (scope == nullptr) {
+        return nullptr;
+    }
+    return complete_scope(st, scope, args[0]);
+}
+
+PyObject* mark_open_coded(PyObject* module, PyObject* code_obj) {
+    if (!PyCode_Check(code_obj)) {
+        PyErr_SetString(PyExc_TypeError, "_mark_open_coded() takes a code object");
+        return nullptr;
+    }
+    ModuleState* st = module_state(module);
+    auto* code = reinterpret_cast<PyCodeObject*>(code_obj);
+    const int state = local_index(code, "__godefer_st__");
+    const int result = local_index(code, "__godefer_rv__");
+    if (state < 0 || result < 0 || state > static_cast<int>(code_index_mask) ||
+        result > static_cast<int>(code_index_mask)) {
+        PyErr_SetString(PyExc_ValueError, "_mark_open_coded(): not an open-coded function");
+        return nullptr;
+    }
+    uintptr_t flags = 0;
+    if (code_flags(st, code, &flags) < 0) {
+        return nullptr;
+    }
+    flags |= code_prepared | code_open_coded;
+    flags |= static_cast<uintptr_t>(state) << code_state_shift;
+    flags |= static_cast<uintptr_t>(result) << code_result_shift;
+    if (set_code_flags(st, code, flags) < 0) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+}  // namespace godefer

@@ -1,0 +1,370 @@
+"""Debuggers, coverage and profilers on prepared code (DESIGN.md §2 "Coexistence", §3 "positions
+preserved so tracebacks, coverage and debuggers see the user's lines").
+
+The code under test is a real module file imported through godefer's import hook, so it is
+prepared. pdb must stop exactly where it would in the same code without godefer's exit handler;
+coverage.py (its C tracer and, on 3.12+, its sys.monitoring core) must report exactly the lines
+the user's code executed and missed; cProfile must show the user's functions and the deferred
+call under their own names.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import importlib
+import io
+import json
+import os
+import pdb
+import pstats
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+import godefer
+import godefer._core
+import godefer._rt
+
+SRC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(godefer.__file__)))
+
+# Line numbers below are fixed by this text (see the comments at the right).
+MODULE_SRC = """\
+from godefer import defer, errdefer
+
+
+def cleanup(log):
+    log.append("cleanup")
+
+
+def work(log):
+    defer(cleanup, log)
+    x = 1
+    log.append(x)
+    return x
+
+
+def statement(log):
+    log.append("stmt deferred") in defer
+    if log:
+        log.append("branch")
+    return len(log)
+
+
+def failing(log):
+    errdefer(cleanup, log)
+    log.append("before")
+    raise ValueError("failing")
+
+
+def on_error(log):
+    log.append("error")
+
+
+def coverage_target(log, flag):
+    defer(cleanup, log)
+    errdefer(on_error, log)
+    log.append("body")
+    if flag:
+        log.append("flag")
+    log.append("stmt") in defer
+    for i in range(2):
+        log.append(i)
+    return len(log)
+
+
+def unused():
+    return 1
+
+
+RESULT = coverage_target([], False)
+try:
+    failing([])
+except ValueError:
+    CAUGHT = True
+MODULE_LOG = []
+defer(MODULE_LOG.append, "module exit")
+if not RESULT:
+    MODULE_LOG.append("never")
+"""
+
+WORK_DEF, WORK_FIRST, WORK_RETURN = 8, 9, 12
+CLEANUP_DEF, CLEANUP_BODY = 4, 5
+
+# Coverage: the statements coverage.py finds in MODULE_SRC, and those missed by importing it and
+# then calling coverage_target([], True).
+STATEMENTS = {1, 4, 5, 8, *range(9, 13), 15, *range(16, 20), *range(22, 26), 28, 29}
+STATEMENTS |= {*range(32, 42), 44, 45, *range(48, 57)}
+MISSING = {9, 10, 11, 12, 16, 17, 18, 19, 29, 45, 56}
+EXECUTED = STATEMENTS - MISSING
+
+
+@pytest.fixture
+def mod(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"gd_tools_{uuid.uuid4().hex[:10]}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(MODULE_SRC)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)
+    module.PATH = str(path)
+    yield module
+    sys.modules.pop(name, None)
+
+
+def test_module_under_test_is_prepared(mod):
+    for fn in (mod.work, mod.statement, mod.failing, mod.coverage_target):
+        assert godefer._rt.is_prepared(fn.__code__), fn.__name__
+    assert mod.MODULE_LOG == ["module exit"]
+    assert mod.CAUGHT
+
+
+# --- pdb ---------------------------------------------------------------------------------------
+
+STOP = re.compile(r"^> (?P<path>.+)\((?P<line>\d+)\)(?P<func>[^()]+)\(\)")
+
+
+def run_pdb(fn, *args, commands: list[str]):
+    out = io.StringIO()
+    debugger = pdb.Pdb(
+        stdin=io.StringIO("\n".join(commands) + "\n"), stdout=out, nosigint=True, readrc=False
+    )
+    debugger.use_rawinput = False
+    old = sys.gettrace()
+    try:
+        value = debugger.runcall(fn, *args)
+    finally:
+        sys.settrace(old)
+        OUTPUTS.append(out.getvalue())
+    return value, out.getvalue()
+
+
+OUTPUTS: list[str] = []  # pdb's output, also when the function under the debugger raised
+
+
+def stops(output: str, path: str) -> list[tuple[str, str, int]]:
+    """(event, function, line) of every pdb stop in `path`, in order."""
+    found = []
+    event = "line"
+    for raw in output.splitlines():
+        line = raw.replace("(Pdb) ", "").strip()
+        if line == "--Call--":
+            event = "call"
+        elif line == "--Return--":
+            event = "return"
+        elif m := STOP.match(line):
+            if m["path"] == path:
+                found.append((event, m["func"], int(m["line"])))
+            event = "line"
+    return found
+
+
+def test_pdb_step_stops_only_on_user_lines(mod):
+    expected = [
+        ("line", "work", WORK_FIRST),
+        ("line", "work", WORK_FIRST + 1),
+        ("line", "work", WORK_FIRST + 2),
+        ("line", "work", WORK_RETURN),
+        ("call", "cleanup", CLEANUP_DEF),
+        ("line", "cleanup", CLEANUP_BODY),
+        ("return", "cleanup", CLEANUP_BODY),
+        ("return", "work", WORK_RETURN),
+    ]
+    log: list[object] = []
+    value, output = run_pdb(mod.work, log, commands=["step"] * (len(expected) + 2) + ["continue"])
+    assert value == 1
+    assert log == [1, "cleanup"]
+    assert stops(output, mod.PATH) == expected, output
+
+
+def test_pdb_next_stops_only_on_user_lines(mod):
+    expected = [
+        ("line", "work", WORK_FIRST),
+        ("line", "work", WORK_FIRST + 1),
+        ("line", "work", WORK_FIRST + 2),
+        ("line", "work", WORK_RETURN),
+        ("return", "work", WORK_RETURN),
+    ]
+    log: list[object] = []
+    value, output = run_pdb(mod.work, log, commands=["next"] * (len(expected) + 2) + ["continue"])
+    assert value == 1
+    assert log == [1, "cleanup"]  # the deferred call ran while pdb was stepping
+    assert stops(output, mod.PATH) == expected, output
+
+
+def test_pdb_next_through_the_statement_form(mod):
+    # The statement form defers the append, so `if log:` is false and its body does not run.
+    expected = [
+        ("line", "statement", 16),
+        ("line", "statement", 17),
+        ("line", "statement", 19),
+        ("return", "statement", 19),
+    ]
+    log: list[str] = []
+    value, output = run_pdb(
+        mod.statement, log, commands=["next"] * (len(expected) + 2) + ["continue"]
+    )
+    assert value == 0
+    assert log == ["stmt deferred"]
+    assert stops(output, mod.PATH) == expected, output
+
+
+def test_pdb_next_through_an_exception_exit(mod):
+    expected = [
+        ("line", "failing", 23),
+        ("line", "failing", 24),
+        ("line", "failing", 25),
+        ("line", "failing", 25),  # pdb reports the exception at the raise line
+        ("return", "failing", 25),
+    ]
+    log: list[str] = []
+    with pytest.raises(ValueError, match="failing"):
+        run_pdb(mod.failing, log, commands=["next"] * (len(expected) + 2) + ["continue"])
+    assert log == ["before", "cleanup"]
+
+
+def test_pdb_breakpoint_in_a_deferred_call_shows_the_exiting_line(mod):
+    log: list[object] = []
+    value, output = run_pdb(
+        mod.work,
+        log,
+        commands=[f"break {mod.PATH}:{CLEANUP_BODY}", "continue", "where", "continue"],
+    )
+    assert value == 1
+    assert log == [1, "cleanup"]
+    assert ("line", "cleanup", CLEANUP_BODY) in stops(output, mod.PATH)
+    # `where` inside the deferred call: the exiting frame is at the user's return line.
+    assert f"{mod.PATH}({WORK_RETURN})work()" in output
+    assert f"{mod.PATH}(-1)" not in output and f"{mod.PATH}(0)" not in output
+
+
+# --- coverage.py -------------------------------------------------------------------------------
+
+COVERAGE_DRIVER = """\
+import importlib, json, sys
+import godefer, godefer._rt
+import coverage
+
+path, name, branch = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+cov = coverage.Coverage(data_file=None, include=[path], branch=branch)
+cov.start()
+module = importlib.import_module(name)
+module.coverage_target([], True)
+cov.stop()
+data = cov.get_data()
+_, statements, _, missing, _ = cov.analysis2(path)
+print(json.dumps({
+    "core": dict(cov.sys_info()).get("core"),
+    "prepared": godefer._rt.is_prepared(module.coverage_target.__code__),
+    "loader": type(module.__spec__.loader).__name__,
+    "executed": sorted(data.lines(path) or []),
+    "statements": sorted(statements),
+    "missing": sorted(missing),
+    "arcs": sorted(data.arcs(path) or []) if branch else [],
+}))
+"""
+
+
+def run_coverage(tmp_path, core: str | None, branch: bool = False) -> dict:
+    name = f"gd_cov_{uuid.uuid4().hex[:10]}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(MODULE_SRC)
+    env = dict(os.environ)
+    env.pop("COVERAGE_CORE", None)
+    env.pop("GODEFER_PREPARE", None)
+    if core is not None:
+        env["COVERAGE_CORE"] = core
+    core_file = os.path.abspath(getattr(godefer._core, "__file__", "") or "")
+    if core_file.startswith(SRC_ROOT + os.sep):  # built in place: make the tree importable
+        env["PYTHONPATH"] = SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", COVERAGE_DRIVER, str(path), name, "1" if branch else "0"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+CORES = [
+    pytest.param(None, "CTracer", id="default-core"),
+    pytest.param(
+        "sysmon",
+        "SysMonitor",
+        id="sysmon-core",
+        marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("core", "core_name"), CORES)
+def test_coverage_lines_of_a_prepared_module(tmp_path, core, core_name):
+    res = run_coverage(tmp_path, core)
+    assert res["core"] == core_name
+    assert res["prepared"] is True
+    assert res["loader"] == "GodeferLoader"
+    assert set(res["statements"]) == STATEMENTS
+    assert set(res["missing"]) == MISSING
+    assert set(res["executed"]) == EXECUTED  # no phantom line (0, -1, ...) and none lost
+
+
+def test_coverage_arcs_only_mention_user_lines(tmp_path):
+    # (coverage.py measures branches with its sys.monitoring core only on 3.14+.)
+    res = run_coverage(tmp_path, None, branch=True)
+    assert res["core"] == "CTracer"
+    mentioned = {abs(line) for arc in res["arcs"] for line in arc}
+    assert mentioned, res
+    assert mentioned <= STATEMENTS, sorted(mentioned - STATEMENTS)
+
+
+def test_coverage_expected_sets_are_consistent():
+    # Guard for the constants above: every missed line is a statement.
+    assert MISSING <= STATEMENTS
+    lines = MODULE_SRC.splitlines()
+    assert lines[WORK_DEF - 1].startswith("def work(")
+    assert lines[WORK_RETURN - 1].strip() == "return x"
+    assert lines[CLEANUP_BODY - 1].strip() == 'log.append("cleanup")'
+    assert lines[36].strip() == 'log.append("flag")'
+
+
+# --- cProfile ----------------------------------------------------------------------------------
+
+
+def test_cprofile_shows_user_function_names(mod):
+    log: list[object] = []
+    profiler = cProfile.Profile()
+    assert profiler.runcall(mod.work, log) == 1
+    with pytest.raises(ValueError):
+        profiler.runcall(mod.failing, log)
+    assert log == [1, "cleanup", "before", "cleanup"]
+    stats = pstats.Stats(profiler, stream=io.StringIO()).stats  # type: ignore[attr-defined]
+    in_module = {key: value for key, value in stats.items() if key[0] == mod.PATH}
+    assert (mod.PATH, WORK_DEF, "work") in in_module
+    assert (mod.PATH, 22, "failing") in in_module
+    assert (mod.PATH, CLEANUP_DEF, "cleanup") in in_module
+    primitive_calls = {key[2]: value[0] for key, value in in_module.items()}
+    assert primitive_calls == {"work": 1, "failing": 1, "cleanup": 2}
+    # No entry for anything preparation inserted.
+    assert not any("__godefer" in key[2] for key in stats)
+    assert all(line > 0 for _, line, _ in in_module)
+
+
+def test_cprofile_printed_report_names_the_deferred_function(mod):
+    log: list[object] = []
+    profiler = cProfile.Profile()
+    profiler.runcall(mod.statement, log)
+    profiler.runcall(mod.work, log)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("filename", "line").print_stats()
+    report = out.getvalue()
+    base = os.path.basename(mod.PATH)
+    assert f"{base}:{WORK_DEF}(work)" in report
+    assert f"{base}:{CLEANUP_DEF}(cleanup)" in report
+    assert f"{base}:15(statement)" in report
+    assert log == ["stmt deferred", 1, "cleanup"]
