@@ -18,7 +18,13 @@ importing it (prepared code); :func:`run_source` executes a rendering from a sou
 
 Reproduce one program from the command line::
 
-    python tests/oracle_programs.py --seed 20250521 --index 17 --style godefer
+    python tests/oracle_programs.py --seed 20250521 --index 17 --style godefer [--extended]
+
+``generate_program(seed, i, extended=True)`` draws from a second stream that also uses what
+prepared code supports beyond the base programs (the base stream is unchanged by it): ``if``
+blocks whose branches schedule calls in the enclosing scope, ``for`` loops whose body schedules
+in the enclosing scope (Go's ``for ... { defer ... }``) and, in some programs, the statement form
+``fn(args) in defer`` (prepared code only: :func:`uses_statement_form`).
 
 Translation rules (the oracle), for a statement ``K(fn, args)`` followed by ``REST`` in a scope:
 
@@ -33,6 +39,13 @@ Translation rules (the oracle), for a statement ``K(fn, args)`` followed by ``RE
 Arguments that are variables are captured in temporaries before the ``try`` (Go evaluates
 callee and arguments when the call is scheduled). ``with scope():`` translates to its body
 inlined in place: ``break`` / ``continue`` / ``return`` run the enclosing ``finally`` blocks.
+
+Extended programs (exact, by duplication): ``if c: A`` / ``else: B`` followed by ``REST`` whose
+branches schedule calls becomes ``if c: A; REST`` / ``else: B; REST``, so the calls a branch
+schedules wrap the rest of the block. A ``for`` loop whose body schedules calls in the enclosing
+scope is unrolled (``i = 0; BODY; i = 1; BODY; ...; REST``) with ``continue`` replaced by the
+following iterations and ``REST``, and ``break`` by ``REST`` (hence such a loop's jumps may only
+sit in its body or in ``if`` blocks there). The statement form translates like the call form.
 """
 
 from __future__ import annotations
@@ -54,6 +67,8 @@ KINDS = ("defer", "errdefer", "okdefer")
 KIND_PREFIX = {"defer": "d", "errdefer": "e", "okdefer": "o"}
 EXC_CLASSES = {"E1": "Exception", "E2": "Exception", "E3": "LookupError", "B1": "BaseException"}
 CATCH_CHOICES = (("E1",), ("E1", "E2"), ("LookupError",), ("Exception",))
+STMT_FORM_PROGRAMS = 0.3  # extended programs that use the ``CALL in defer`` statement form
+MAX_TRANSLATION_LINES = 1200  # extended programs: longest try/finally rendering accepted
 STYLES = ("godefer", "tryfinally", "fake")
 
 # --------------------------------------------------------------------------------------------
@@ -155,6 +170,9 @@ class Defer:
     kind: str  # "defer" | "errdefer" | "okdefer"
     target: Target
     site: int  # unique per program: names the temporaries of the translation
+    # "call": ``defer(fn, args)``; "stmt": the statement form ``fn(args) in defer``, which only
+    # prepared code understands (extended programs only, see :func:`generate_program`)
+    form: str = "call"
 
 
 @dataclass(frozen=True)
@@ -167,6 +185,24 @@ class For:
     var: str
     count: int
     body: tuple
+    # Extended programs only: the body belongs directly to the enclosing scope and may schedule
+    # calls there (Go's ``for ... { defer ... }``); they accumulate and run at the scope's exit.
+    # The translation unrolls the loop, so ``break`` / ``continue`` of such a loop may only
+    # appear directly in its body or in ``if`` blocks there (not inside try / scope / for).
+    defers: bool = False
+
+
+@dataclass(frozen=True)
+class If:
+    """``if cond: body`` / ``else: orelse`` (extended programs only).
+
+    At scope level the branches may schedule calls in the enclosing scope; the translation then
+    nests the rest of the enclosing block into both branches (exact, by duplication).
+    """
+
+    cond: Cond
+    body: tuple
+    orelse: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -180,7 +216,15 @@ class Try:
     handler: tuple
 
 
-Stmt = Rec | Inc | Raise | Return | Break | Continue | Call | Defer | Scope | For | Try
+@dataclass(frozen=True)
+class _Assign:
+    """``var = value``: an iteration of an unrolled loop (translation-internal, never generated)."""
+
+    var: str
+    value: int
+
+
+Stmt = Rec | Inc | Raise | Return | Break | Continue | Call | Defer | Scope | For | Try | If
 
 
 @dataclass(frozen=True)
@@ -216,18 +260,37 @@ class _Ctx:
     depth: int
     loops: tuple  # ((var, count), ...) of the enclosing for loops in this function
     scope_level: bool  # statements here belong directly to a scope: defers allowed
+    # Extended programs only (base programs never change these defaults):
+    jumps: bool = True  # break / continue allowed here (see For.defers)
+    deferloop: bool = False  # the innermost enclosing loop is a For with defers=True
+    in_deferloop: bool = False  # some enclosing loop is (they do not nest: translation size)
 
 
 class _Generator:
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, extended: bool = False) -> None:
         self.rng = rng
         self.counter = 0
+        self.extended = extended
+        self.stmt_forms = False  # this program uses the ``CALL in defer`` statement form
 
     def fresh(self) -> int:
         self.counter += 1
         return self.counter
 
     def program(self) -> Program:
+        if not self.extended:
+            return self._program()
+        # Duplication and unrolling make some translations large, or nest blocks deeper than
+        # CPython compiles ("too many statically nested blocks"): draw again (deterministic).
+        for _ in range(100):
+            self.counter = 0
+            self.stmt_forms = self.rng.random() < STMT_FORM_PROGRAMS
+            prog = self._program()
+            if _translation_fits(prog):
+                return prog
+        raise RuntimeError("no extended program fits")  # pragma: no cover
+
+    def _program(self) -> Program:
         nfuncs = self.rng.choice((1, 2, 2, 3, 3, 4))
         funcs = []
         for k in range(nfuncs):
@@ -283,11 +346,19 @@ class _Generator:
             stmts.append(Raise(self.exc_class(), f"m{self.fresh()}"))
         elif x < 0.13:
             stmts.append(Return(self.return_value()))
-        elif ctx.loops and x < 0.17:
+        elif ctx.loops and ctx.jumps and x < 0.17:
             stmts.append(Break())
-        elif ctx.loops and x < 0.21:
+        elif ctx.loops and ctx.jumps and x < 0.21:
             stmts.append(Continue())
         return tuple(stmts[:MAX_STMTS])
+
+    def defer(self, ctx: _Ctx) -> Defer:
+        r = self.rng
+        kind = r.choices(KINDS, weights=(3, 2, 2))[0]
+        d = Defer(kind, self.target(ctx, kind), self.fresh())
+        if self.stmt_forms and r.random() < 0.5:
+            d = replace(d, form="stmt")
+        return d
 
     def stmt(self, ctx: _Ctx) -> Stmt:
         r = self.rng
@@ -298,8 +369,15 @@ class _Generator:
             weights["defer"] = 6.5
         if ctx.depth < MAX_DEPTH:
             weights.update({"scope": 2, "for": 1, "try": 1.3})
-        if ctx.loops:
+        if ctx.loops and ctx.jumps:
             weights.update({"break": 0.8, "continue": 0.8})
+        if self.extended:
+            # Fewer early exits, so that more of the extended constructs are reached.
+            weights.update({"raise": 0.7, "return": 0.6})
+        if self.extended and ctx.depth < MAX_DEPTH:
+            weights["if"] = 1.6
+            if ctx.scope_level and not ctx.in_deferloop:
+                weights["deferloop"] = 0.9
         what = r.choices(list(weights), weights=list(weights.values()))[0]
         if what == "rec":
             return Rec(f"r{self.fresh()}", self.argexpr(ctx) if r.random() < 0.3 else None)
@@ -314,19 +392,41 @@ class _Generator:
                 f"c{self.fresh()}", r.randint(ctx.fn + 1, ctx.nfuncs - 1), self.argexpr(ctx)
             )
         if what == "defer":
-            kind = r.choices(KINDS, weights=(3, 2, 2))[0]
-            return Defer(kind, self.target(ctx, kind), self.fresh())
+            return self.defer(ctx)
         if what == "break":
             return Break(self.cond(ctx))
         if what == "continue":
             return Continue(self.cond(ctx))
         inner = replace(ctx, depth=ctx.depth + 1)
+        if what == "if":
+            cond = self.cond(ctx)
+            body = self.block(inner)
+            orelse = self.block(inner, allow_empty=True) if r.random() < 0.6 else ()
+            if ctx.scope_level and r.random() < 0.5:
+                body = (self.defer(inner), *body)[:MAX_STMTS]
+            return If(cond, body, orelse)
+        if what == "deferloop":
+            var, count = f"i{ctx.depth}", r.randint(2, 3)
+            in_loop = replace(
+                inner,
+                loops=(*ctx.loops, (var, count)),
+                jumps=True,
+                deferloop=True,
+                in_deferloop=True,
+            )
+            body = self.block(in_loop)
+            if r.random() < 0.6:
+                body = (self.defer(in_loop), *body)[:MAX_STMTS]
+            return For(var, count, body, defers=True)
+        # Inside a scope or try block in the body of a For(defers=True), break and continue
+        # would leave that block: the unrolled translation cannot express it.
+        inner = replace(inner, jumps=ctx.jumps and not ctx.deferloop)
         if what == "scope":
             return Scope(self.block(replace(inner, scope_level=True)))
         if what == "for":
             loops = (*ctx.loops, (f"i{ctx.depth}", r.randint(2, 3)))
             var, count = loops[-1]
-            in_loop = replace(inner, loops=loops)
+            in_loop = replace(inner, loops=loops, jumps=True, deferloop=False)
             if r.random() < 0.85:
                 body: list[Stmt] = []
                 if r.random() < 0.3:
@@ -346,9 +446,93 @@ class _Generator:
         return Try(body, r.choice(CATCH_CHOICES), f"t{site}", site, handler)
 
 
-def generate_program(seed: int | str, index: int) -> Program:
-    """Program number ``index`` of the stream for ``seed`` (each is independent of the others)."""
+def generate_program(seed: int | str, index: int, *, extended: bool = False) -> Program:
+    """Program number ``index`` of the stream for ``seed`` (each is independent of the others).
+
+    ``extended=True`` draws from a separate stream whose programs also use what prepared code
+    supports beyond the base programs: defers in ``if`` blocks and in loops at scope level
+    (:class:`If`, ``For(defers=True)``) and, in some programs, the statement form
+    ``fn(args) in defer`` (:func:`uses_statement_form`; such a program can only be run
+    prepared). The base stream (``extended=False``) is unchanged by these features.
+    """
+    if extended:
+        rng = random.Random(f"godefer-oracle-extended:{seed}:{index}")
+        return _Generator(rng, extended=True).program()
     return _Generator(random.Random(f"godefer-oracle:{seed}:{index}")).program()
+
+
+def uses_statement_form(prog: Program) -> bool:
+    """Whether ``prog`` uses ``fn(args) in defer`` (a NotPreparedError on the runtime path)."""
+    return any(
+        isinstance(s, Defer) and s.form == "stmt" for f in prog.functions for s, _ in _walk(f.body)
+    )
+
+
+CO_MAXBLOCKS = 20  # CPython's limit of statically nested blocks (3.11 - 3.13 allow at least 20)
+
+
+def _surely_compiles(src: str) -> bool:
+    """Cheap sufficient test that CPython compiles ``src``: no statement under more blocks than
+    :data:`CO_MAXBLOCKS` allows, and indentation well below the tokenizer's limit (100 levels).
+
+    Blocks are counted as CPython's compiler pushes them, rounded up: a ``try`` body 1 (2 with
+    both ``except`` and ``finally``), a handler 2 (3 with a ``finally`` too), a ``finally`` body
+    1, ``for`` and ``with`` 1 each, ``if`` / ``else`` none. Pure text: the same on every version.
+    """
+    lines = [(len(line) - len(line.lstrip(" ")), line.lstrip(" ")) for line in src.splitlines()]
+    # Pass 1: which clauses each ``try:`` has (by the line index of its header).
+    clauses: dict[int, set[str]] = {}
+    open_trys: list[tuple[int, int]] = []  # (indent, line index) of enclosing ``try:``
+    for k, (indent, text) in enumerate(lines):
+        if not text:
+            continue
+        while open_trys and open_trys[-1][0] > indent:
+            open_trys.pop()
+        if text.startswith(("except", "finally:")):
+            if open_trys and open_trys[-1][0] == indent:
+                clauses[open_trys[-1][1]].add(text.split()[0].rstrip(":"))
+            continue
+        while open_trys and open_trys[-1][0] >= indent:
+            open_trys.pop()
+        if text == "try:":
+            open_trys.append((indent, k))
+            clauses[k] = set()
+    # Pass 2: the depth of every line.
+    stack: list[tuple[int, int]] = []  # (indent of a header, blocks its body is under)
+    depth = 0
+    last_try: dict[int, int] = {}  # indent -> line index of the latest ``try:`` there
+    for k, (indent, text) in enumerate(lines):
+        if not text:
+            continue
+        if indent > 4 * 80:
+            return False
+        while stack and stack[-1][0] >= indent:
+            depth -= stack.pop()[1]
+        if depth > CO_MAXBLOCKS - 1:  # one block of margin
+            return False
+        if text == "try:":
+            last_try[indent] = k
+            cost = 2 if clauses[k] >= {"except", "finally"} else 1
+        elif text.startswith("except"):
+            cost = 3 if "finally" in clauses.get(last_try.get(indent, -1), ()) else 2
+        elif text.startswith(("finally:", "for ", "with ")):
+            cost = 1
+        else:
+            cost = 0
+        if cost:
+            stack.append((indent, cost))
+            depth += cost
+    return True
+
+
+def _translation_fits(prog: Program) -> bool:
+    # Only the version-independent bound, never compile(): the limits differ between CPython
+    # versions, and the stream of programs must not.
+    try:
+        src = _Renderer("tryfinally", limit=MAX_TRANSLATION_LINES).module(prog)
+    except _TooLong:
+        return False
+    return _surely_compiles(src)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,10 +556,23 @@ def _stmt_exprs(s: Stmt) -> list[str | None]:
         return [s.value]
     if isinstance(s, Call):
         return [s.arg]
+    if isinstance(s, If):
+        return [s.cond.var]
     if isinstance(s, Defer):
         t = s.target
         return [getattr(t, "arg", None)]
     return []
+
+
+@dataclass(frozen=True)
+class _Valid:
+    """Where a statement sits, for :func:`validate`."""
+
+    fn: int
+    loops: tuple = ()
+    scope_level: bool = True
+    jumps: bool = True  # break / continue allowed (see For.defers)
+    deferloop: bool = False  # the innermost loop is a For(defers=True)
 
 
 def validate(prog: Program) -> bool:
@@ -384,28 +581,37 @@ def validate(prog: Program) -> bool:
     if 0 not in indexes:
         return False
 
-    def stmt_ok(s: Stmt, fn: int, loops: tuple, scope_level: bool) -> bool:
-        if not _exprs_ok(_stmt_exprs(s), loops):
+    def stmt_ok(s: Stmt, c: _Valid) -> bool:
+        if not _exprs_ok(_stmt_exprs(s), c.loops):
             return False
         if isinstance(s, Defer):
             t = s.target
-            return scope_level and (not isinstance(t, FnT) or fn < t.fn in indexes)
+            return c.scope_level and (not isinstance(t, FnT) or c.fn < t.fn in indexes)
         if isinstance(s, Call):
-            return fn < s.fn in indexes
+            return c.fn < s.fn in indexes
         if isinstance(s, (Break, Continue)):
-            return bool(loops)
-        if isinstance(s, Scope):
-            return block_ok(s.body, fn, loops, True)
+            return bool(c.loops) and c.jumps
+        if isinstance(s, If):
+            return block_ok(s.body, c) and block_ok(s.orelse, c)
         if isinstance(s, For):
-            return block_ok(s.body, fn, (*loops, (s.var, s.count)), False)
+            loops = (*c.loops, (s.var, s.count))
+            if s.defers:
+                return block_ok(s.body, replace(c, loops=loops, jumps=True, deferloop=True))
+            return block_ok(
+                s.body, replace(c, loops=loops, scope_level=False, jumps=True, deferloop=False)
+            )
+        nested = replace(c, jumps=c.jumps and not c.deferloop)
+        if isinstance(s, Scope):
+            return block_ok(s.body, replace(nested, scope_level=True))
         if isinstance(s, Try):
-            return block_ok(s.body, fn, loops, False) and block_ok(s.handler, fn, loops, False)
+            plain = replace(nested, scope_level=False)
+            return block_ok(s.body, plain) and block_ok(s.handler, plain)
         return True
 
-    def block_ok(stmts: tuple, fn: int, loops: tuple, scope_level: bool) -> bool:
-        return all(stmt_ok(s, fn, loops, scope_level) for s in stmts)
+    def block_ok(stmts: tuple, c: _Valid) -> bool:
+        return all(stmt_ok(s, c) for s in stmts)
 
-    return all(block_ok(f.body, f.index, (), True) for f in prog.functions)
+    return all(block_ok(f.body, _Valid(f.index)) for f in prog.functions)
 
 
 def _walk(stmts: tuple, in_handler: bool = False) -> Iterator[tuple[Stmt, bool]]:
@@ -413,6 +619,9 @@ def _walk(stmts: tuple, in_handler: bool = False) -> Iterator[tuple[Stmt, bool]]
         yield s, in_handler
         if isinstance(s, (Scope, For)):
             yield from _walk(s.body, in_handler)
+        elif isinstance(s, If):
+            yield from _walk(s.body, in_handler)
+            yield from _walk(s.orelse, in_handler)
         elif isinstance(s, Try):
             yield from _walk(s.body, in_handler)
             yield from _walk(s.handler, True)
@@ -442,12 +651,24 @@ def static_features(prog: Program) -> Counter:
                     feats.add("kwarg")
             elif isinstance(s, Scope):
                 feats.add("scope_in_handler" if in_handler else "scope")
+            elif isinstance(s, For) and s.defers:
+                feats.add("deferloop")
+                if _schedules(s.body):
+                    feats.add("deferloop_schedules")
+                if _has_jump(s.body):
+                    feats.add("deferloop_jump")
             elif isinstance(s, For):
                 feats.add("for")
                 if any(isinstance(b, Scope) for b in s.body):
                     feats.add("for_scope")
+            elif isinstance(s, If):
+                feats.add("if")
+                if _schedules(s.body) or _schedules(s.orelse):
+                    feats.add("if_schedules")
             elif isinstance(s, (Break, Continue, Try, Call, Raise, Return, Inc)):
                 feats.add(type(s).__name__.lower())
+            if isinstance(s, Defer) and s.form == "stmt":
+                feats.add("statement_form")
     if len(prog.functions) > 1:
         feats.add("multi_function")
     if prog.outer_handled:
@@ -506,7 +727,7 @@ def prelude(style: str) -> str:
     return PRELUDE
 
 
-def _call_parts(t: Target) -> tuple[str, list[str], list[tuple[str, str]]]:
+def _call_parts(t: Target, prefix: str = "") -> tuple[str, list[str], list[tuple[str, str]]]:
     """(callee, positional argument expressions, keyword arguments) of a deferred call."""
     if isinstance(t, RecT):
         return "rec", [repr(t.tag)] + ([t.arg] if t.arg is not None else []), []
@@ -518,29 +739,103 @@ def _call_parts(t: Target) -> tuple[str, list[str], list[tuple[str, str]]]:
         return "obs", ["rec", repr(t.tag), t.arg], []
     if isinstance(t, BoomT):
         return "boom", ["rec", repr(t.tag), t.cls, repr(t.msg)], []
-    return f"f{t.fn}", ["rec", t.arg], []
+    return f"{prefix}f{t.fn}", ["rec", t.arg], []
 
 
 def _arglist(pos: list[str], kw: list[tuple[str, str]]) -> str:
     return ", ".join([*pos, *(f"{k}={v}" for k, v in kw)])
 
 
+def _schedules(stmts: tuple) -> bool:
+    """Whether ``stmts`` schedule calls in the scope they belong to (not in nested scopes)."""
+    for s in stmts:
+        if isinstance(s, Defer):
+            return True
+        if isinstance(s, If) and (_schedules(s.body) or _schedules(s.orelse)):
+            return True
+        if isinstance(s, For) and s.defers and _schedules(s.body):
+            return True
+    return False
+
+
+def _has_jump(stmts: tuple) -> bool:
+    """Whether ``stmts`` hold a break / continue of their loop (directly or in ``if`` blocks)."""
+    return any(
+        isinstance(s, (Break, Continue))
+        or (isinstance(s, If) and (_has_jump(s.body) or _has_jump(s.orelse)))
+        for s in stmts
+    )
+
+
+def _expand(stmts: tuple, cont: tuple, brk: tuple) -> tuple:
+    """One unrolled iteration: ``stmts`` followed by ``cont`` (the next iterations and the code
+    after the loop), with ``continue`` replaced by ``cont`` and ``break`` by ``brk`` (the code
+    after the loop). ``if c: A`` / ``else: B`` followed by ``R`` is ``if c: A; R`` /
+    ``else: B; R``, so every jump becomes the tail of its branch."""
+    for j, s in enumerate(stmts):
+        head, tail = stmts[:j], stmts[j + 1 :]
+        if isinstance(s, (Break, Continue)):
+            target = brk if isinstance(s, Break) else cont
+            if s.cond is None:
+                return head + target
+            return (*head, If(s.cond, target, _expand(tail, cont, brk)))
+        if isinstance(s, If) and (_has_jump(s.body) or _has_jump(s.orelse)):
+            return (
+                *head,
+                If(s.cond, _expand(s.body + tail, cont, brk), _expand(s.orelse + tail, cont, brk)),
+            )
+    return stmts + cont
+
+
+def _unroll(loop: For, rest: tuple) -> tuple:
+    """``for var in range(count): body`` followed by ``rest``, as straight-line statements.
+
+    Calls scheduled by the body belong to the enclosing scope and so must wrap every later
+    iteration and ``rest``: unrolled, the try/finally translation nests them exactly."""
+    seq = rest
+    for k in reversed(range(loop.count)):
+        seq = (_Assign(loop.var, k), *_expand(loop.body, seq, rest))
+    return seq
+
+
+class _TooLong(Exception):
+    pass
+
+
 class _Renderer:
-    def __init__(self, style: str) -> None:
+    def __init__(self, style: str, prefix: str = "", limit: int | None = None) -> None:
         if style not in STYLES:
             raise ValueError(style)
         self.style = style
+        self.prefix = prefix  # of the program's function names (several programs, one module)
+        self.limit = limit  # raise _TooLong beyond this many lines
         self.out: list[str] = []
+        # Unrolled loops render one Defer several times, nested: each copy needs temporaries
+        # of its own (the first copy keeps the plain names).
+        self.copies: Counter = Counter()
 
     def line(self, ind: int, text: str) -> None:
         self.out.append("    " * ind + text)
+        if self.limit is not None and len(self.out) > self.limit:
+            raise _TooLong
 
     def block(self, stmts: tuple, ind: int) -> None:
         start = len(self.out)
         for k, s in enumerate(stmts):
-            if isinstance(s, Defer) and self.style == "tryfinally":
-                self.translated_defer(s, stmts[k + 1 :], ind)
-                break
+            if self.style == "tryfinally":
+                rest = stmts[k + 1 :]
+                if isinstance(s, Defer):
+                    self.translated_defer(s, rest, ind)
+                    break
+                if isinstance(s, For) and s.defers:
+                    self.block(_unroll(s, rest), ind)
+                    break
+                if isinstance(s, If) and (_schedules(s.body) or _schedules(s.orelse)):
+                    # The calls a branch schedules wrap the rest of the block: nest it into
+                    # both branches (exact: ``if c: A`` / ``else: B`` then ``R`` is
+                    # ``if c: A; R`` / ``else: B; R``).
+                    self.if_stmt(s.cond, s.body + rest, s.orelse + rest, ind)
+                    break
             self.stmt(s, ind)
         if len(self.out) == start:
             self.line(ind, "pass")
@@ -552,7 +847,14 @@ class _Renderer:
             self.line(ind, f"if {cond.render()}:")
             self.line(ind + 1, text)
 
-    def stmt(self, s: Stmt, ind: int) -> None:
+    def if_stmt(self, cond: Cond, body: tuple, orelse: tuple, ind: int) -> None:
+        self.line(ind, f"if {cond.render()}:")
+        self.block(body, ind + 1)
+        if orelse:
+            self.line(ind, "else:")
+            self.block(orelse, ind + 1)
+
+    def stmt(self, s: Stmt | _Assign, ind: int) -> None:
         if isinstance(s, Rec):
             self.line(ind, f"rec({_arglist([repr(s.tag)] + ([s.arg] if s.arg else []), [])})")
         elif isinstance(s, Inc):
@@ -566,10 +868,17 @@ class _Renderer:
         elif isinstance(s, Continue):
             self.guarded(s.cond, ind, "continue")
         elif isinstance(s, Call):
-            self.line(ind, f"rec({s.tag!r}, f{s.fn}(rec, {s.arg}))")
+            self.line(ind, f"rec({s.tag!r}, {self.prefix}f{s.fn}(rec, {s.arg}))")
         elif isinstance(s, Defer):
-            callee, pos, kw = _call_parts(s.target)
-            self.line(ind, f"{s.kind}({_arglist([callee, *pos], kw)})")
+            callee, pos, kw = _call_parts(s.target, self.prefix)
+            if s.form == "stmt" and self.style == "godefer":
+                self.line(ind, f"{callee}({_arglist(pos, kw)}) in {s.kind}")
+            else:  # the fake has no statement form: the call form means the same
+                self.line(ind, f"{s.kind}({_arglist([callee, *pos], kw)})")
+        elif isinstance(s, If):
+            self.if_stmt(s.cond, s.body, s.orelse, ind)
+        elif isinstance(s, _Assign):
+            self.line(ind, f"{s.var} = {s.value}")
         elif isinstance(s, Scope):
             if self.style == "tryfinally":
                 self.block(s.body, ind)  # inlined: the try/finally nest is the scope
@@ -590,7 +899,10 @@ class _Renderer:
             raise TypeError(s)
 
     def translated_defer(self, d: Defer, rest: tuple, ind: int) -> None:
-        callee, pos, kw = _call_parts(d.target)
+        callee, pos, kw = _call_parts(d.target, self.prefix)
+        copy = self.copies[d.site]
+        self.copies[d.site] += 1
+        uniq = f"_u{copy}" if copy else ""
         # Capture variable arguments now: the call is made with the values of this moment.
         temps = 0
 
@@ -598,7 +910,7 @@ class _Renderer:
             nonlocal temps
             if not _VAR_RE.fullmatch(expr):
                 return expr
-            name = f"_a{d.site}_{temps}"
+            name = f"_a{d.site}_{temps}{uniq}"
             temps += 1
             self.line(ind, f"{name} = {expr}")
             return name
@@ -607,7 +919,7 @@ class _Renderer:
         kw = [(k, capture(v)) for k, v in kw]
         call = f"{callee}({_arglist(pos, kw)})"
         if d.kind == "okdefer":
-            self.line(ind, f"_ok{d.site} = True")
+            self.line(ind, f"_ok{d.site}{uniq} = True")
         self.line(ind, "try:")
         self.block(rest, ind + 1)
         if d.kind == "defer":
@@ -619,18 +931,23 @@ class _Renderer:
             self.line(ind + 1, "raise")
         else:
             self.line(ind, "except BaseException:")
-            self.line(ind + 1, f"_ok{d.site} = False")
+            self.line(ind + 1, f"_ok{d.site}{uniq} = False")
             self.line(ind + 1, "raise")
             self.line(ind, "finally:")
-            self.line(ind + 1, f"if _ok{d.site}:")
+            self.line(ind + 1, f"if _ok{d.site}{uniq}:")
             self.line(ind + 2, call)
 
     def module(self, prog: Program) -> str:
         self.out = [prelude(self.style).rstrip("\n")]
+        self.functions(prog)
+        return "\n".join(self.out) + "\n"
+
+    def functions(self, prog: Program) -> None:
+        f0 = f"{self.prefix}f0"
         for f in prog.functions:
             self.line(0, "")
             self.line(0, "")
-            self.line(0, f"def f{f.index}(rec, x):")
+            self.line(0, f"def {self.prefix}f{f.index}(rec, x):")
             self.line(1, "n = 0")
             if self.style == "fake":
                 # The fake runtime has no frame hooks: give every function an explicit scope.
@@ -640,15 +957,14 @@ class _Renderer:
                 self.block(f.body, 1)
         self.line(0, "")
         self.line(0, "")
-        self.line(0, "def run(rec):")
+        self.line(0, f"def {self.prefix}run(rec):")
         if prog.outer_handled:
             self.line(1, "try:")
             self.line(2, "raise E2('outer')")
             self.line(1, "except E2:")
-            self.line(2, f"return f0(rec, {prog.entry_arg})")
+            self.line(2, f"return {f0}(rec, {prog.entry_arg})")
         else:
-            self.line(1, f"return f0(rec, {prog.entry_arg})")
-        return "\n".join(self.out) + "\n"
+            self.line(1, f"return {f0}(rec, {prog.entry_arg})")
 
 
 def render_module(prog: Program, style: str) -> str:
@@ -668,6 +984,32 @@ def render_godefer_module(prog: Program) -> str:
 def render_tryfinally_module(prog: Program) -> str:
     """The oracle form of ``prog``: plain Python try/finally, a module with ``run(rec)``."""
     return render_module(prog, "tryfinally")
+
+
+def batch_prefix(k: int) -> str:
+    """The name prefix of program ``k`` in :func:`render_batch_module`."""
+    return f"p{k}_"
+
+
+def render_batch_module(progs: list[Program], style: str = "godefer") -> str:
+    """Several programs in one module, sharing only the prelude (stateless helpers).
+
+    Program ``k``'s functions are ``p<k>_f0``, ``p<k>_f1``, ... and its entry point is
+    ``p<k>_run`` (see :func:`batch_prefix` and :func:`batch_namespace`).
+    """
+    r = _Renderer(style)
+    r.out = [prelude(style).rstrip("\n")]
+    for k, prog in enumerate(progs):
+        r.prefix = batch_prefix(k)
+        r.functions(prog)
+    return "\n".join(r.out) + "\n"
+
+
+def batch_namespace(namespace: dict[str, Any], k: int) -> dict[str, Any]:
+    """Program ``k`` of a :func:`render_batch_module` module, under its own names (``run``,
+    ``f0``, ...), as :func:`run_namespace` expects."""
+    prefix = batch_prefix(k)
+    return {key[len(prefix) :]: value for key, value in namespace.items() if key.startswith(prefix)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -917,9 +1259,18 @@ def _stmt_variants(s: Stmt) -> Iterator[tuple]:
     elif isinstance(s, For):
         yield s.body
         if s.count > 1:
-            yield (For(s.var, s.count - 1, s.body),)
+            yield (replace(s, count=s.count - 1),)
         for b in _block_variants(s.body):
-            yield (For(s.var, s.count, b),)
+            yield (replace(s, body=b),)
+    elif isinstance(s, If):
+        yield s.body
+        if s.orelse:
+            yield s.orelse
+            yield (replace(s, orelse=()),)
+        for b in _block_variants(s.body):
+            yield (replace(s, body=b),)
+        for b in _block_variants(s.orelse):
+            yield (replace(s, orelse=b),)
     elif isinstance(s, Try):
         yield s.body
         if s.handler:
@@ -935,6 +1286,8 @@ def _stmt_variants(s: Stmt) -> Iterator[tuple]:
             yield (replace(s, target=RecT(s.target.tag)),)
         if s.kind != "defer":
             yield (replace(s, kind="defer"),)
+        if s.form != "call":
+            yield (replace(s, form="call"),)
     elif isinstance(s, Rec) and s.arg is not None:
         yield (Rec(s.tag),)
 
@@ -1003,9 +1356,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--style", choices=STYLES, default="godefer")
     p.add_argument("--run", action="store_true", help="run the oracle and the fake and print both")
+    p.add_argument(
+        "--extended",
+        action="store_true",
+        help="the extended stream (defers in if / loops, statement form; see generate_program)",
+    )
     args = p.parse_args(argv)
     seed: int | str = int(args.seed) if args.seed.isdigit() else args.seed
-    prog = generate_program(seed, args.index)
+    prog = generate_program(seed, args.index, extended=args.extended)
     print(render_module(prog, args.style), end="")
     if args.run:
         name = f"<oracle-{args.index}>"
