@@ -391,13 +391,13 @@ class Preparer(ast.NodeTransformer):
         docstring, rest = _split_docstring(body)
         valued = kind != "async_generator"  # `return value` is illegal in an async generator
         if valued:
-            on_return = f"if not {STATE}:\n    {STATE} = 4\n    return {RT}.complete({RV})"
+            on_return = f"if {STATE} is None:\n    {STATE} = 4\n    return {RT}.complete({RV})"
             on_exception = (f"{RV} = {RT}.unwind({EXC})\nif {RV} is {RT}.RERAISE:\n    raise\n"
                             f"return {RV}")
         else:
-            on_return = f"if not {STATE}:\n    {STATE} = 4\n    {RT}.complete(None)\n    return"
+            on_return = f"if {STATE} is None:\n    {STATE} = 4\n    {RT}.complete(None)\n    return"
             on_exception = f"if {RT}.unwind({EXC}) is {RT}.RERAISE:\n    raise\nreturn"
-        init = f"{RV} = None\n{STATE} = 0" if valued else f"{STATE} = 0"
+        init = f"{RV} = None\n{STATE} = None" if valued else f"{STATE} = None"
         first = _first_user_line(rest) if rest else line
         return docstring + _exit_structure(
             init=[_at_line(s, first) for s in _parse(init)],
@@ -442,6 +442,7 @@ else:
 
 
 MAX_OPEN_CODED = 8
+OPEN_RETURNING = 10  # state while slot i is called on return: OPEN_RETURNING + i
 KIND_CODES = {"defer": 0, "errdefer": 1, "okdefer": 2}
 
 
@@ -483,26 +484,33 @@ class OpenCoder:
         self.slots: list[tuple[str, list[tuple[str, ast.expr]]]] = []  # (kind, [(local, arg)])
         # How each slot is called: positional and keyword arguments, as loads of its locals.
         self.call_shapes: list[tuple[list[ast.expr], list[ast.keyword]]] = []
+        # Per slot: whether a `return` can come before its statement (so it may be unreached).
+        self.may_skip: list[bool] = []
 
     def rewrite(self, body: list[ast.stmt], slots: dict[int, tuple[str, ast.Call]]) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
         out: list[ast.stmt] = []
+        returned = False  # a `return` at or before this point may skip later slots
         for index, stmt in enumerate(body):
             if docstring and index == 0:
                 continue
             if index in slots:
+                self.may_skip.append(returned)
                 out.extend(self._slot(stmt, *slots[index]))
             else:
+                returned = returned or any(isinstance(n, ast.Return) for n in _own_nodes([stmt]))
                 new = self.preparer.visit(stmt)
                 if new is not None:
                     out.extend(new if isinstance(new, list) else [new])
-        init = f"{STATE} = 0\n{RV} = None\n" + "".join(
+        init = f"{STATE} = None\n{RV} = None\n" + "".join(
             f"__godefer_{i}__ = None\n" for i in range(len(self.slots))
         )
         first = _first_user_line(out) if out else self.line
+        has_value_return = any(isinstance(n, ast.Return) and n.value is not None
+                               for n in _own_nodes(body))
         return docstring + _exit_structure(
             init=[_at_line(s, first) for s in _parse(init)],
-            body=out + _fall_off(self.valued),
+            body=out + (_fall_off(self.valued) if has_value_return else []),
             on_return=self._on_return(),
             on_exception=self._on_exception(),
             line=self.line,
@@ -543,7 +551,7 @@ class OpenCoder:
                                                                  ctx=ast.Load()),
         )
         fallback = ast.parse(
-            f"if {STATE} or not callable(__godefer_{i}__):\n"
+            f"if {STATE} is not None or not callable(__godefer_{i}__):\n"
             f"    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
         ).body[0]
         assert isinstance(fallback, ast.If)
@@ -586,8 +594,10 @@ class OpenCoder:
                         args=[first, *self._groups()], keywords=[])
 
     def _on_exception(self) -> list[ast.stmt]:
-        """Body or exit raised: the core runs the reached slots (and its own entries)."""
+        """Body or exit raised: the core runs the reached slots not yet run (and its own
+        entries); the state says how far a normal exit had got."""
         call = self._core_call("unwind_slots", _name(EXC))
+        call.args.insert(1, _name(STATE))
         if self.valued:
             stmts = _parse(f"{RV} = None\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}")
             assign = stmts[0]
@@ -601,26 +611,29 @@ class OpenCoder:
         return stmts
 
     def _on_return(self) -> list[ast.stmt]:
-        """Returning: call the reached slots inline, last first; or, when the core holds entries
-        of this frame too, let it run everything."""
-        inline: list[ast.stmt] = _parse(f"{STATE} = 2")
+        """Returning: call the reached slots inline, last first, each announced in the state
+        (10 + its index: the core then knows which already ran if one raises, and result() /
+        set_result() know the frame is returning); or, when the core holds entries of this frame
+        too, let it run everything."""
+        inline: list[ast.stmt] = []
         for i in reversed(range(len(self.slots))):
             if self.slots[i][0] == "errdefer":
-                # Passed with nothing in flight: it must not run if a later call raises.
-                inline += _parse(f"__godefer_{i}__ = None")
-                continue
-            step = _parse(
-                f"if __godefer_{i}__ is not None:\n"
-                f"    __godefer_f__ = __godefer_{i}__\n"
-                f"    __godefer_{i}__ = None\n"
-            )[0]
-            assert isinstance(step, ast.If)
+                continue  # passed with nothing in flight
             call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
-            step.body.append(ast.Expr(ast.Call(func=_name("__godefer_f__"), args=call_args,
-                                               keywords=call_keywords)))
-            inline.append(step)
+            call = ast.Expr(ast.Call(func=_name(f"__godefer_{i}__"), args=call_args,
+                                     keywords=call_keywords))
+            announce = _parse(f"{STATE} = {OPEN_RETURNING + i}")
+            if self.may_skip[i]:
+                step = _parse(f"if __godefer_{i}__ is not None:\n    pass")[0]
+                assert isinstance(step, ast.If)
+                step.body = [*announce, call]
+                inline.append(step)
+            else:
+                inline += [*announce, call]
+        if not inline:
+            inline = _parse(f"{STATE} = {OPEN_RETURNING}")
         inline += _parse(f"return {RV}" if self.valued else "return")
-        normal = _parse(f"if not {STATE}:\n    pass")[0]
+        normal = _parse(f"if {STATE} is None:\n    pass")[0]
         assert isinstance(normal, ast.If)
         normal.body = inline
         core = _parse(f"if {STATE} == 3:\n    {STATE} = 4")[0]

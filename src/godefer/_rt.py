@@ -20,7 +20,6 @@ scope = _core.scope
 complete = _core._prepared_complete
 unwind = _core._prepared_unwind
 unwind_slots = _core._prepared_unwind_slots
-unwind_slots_after = _core._prepared_unwind_slots_after
 complete_slots = _core._prepared_complete_slots
 RERAISE = _core.RERAISE
 

@@ -20,13 +20,20 @@ int local_index(PyCodeObject* code, const char* name) {
     return -1;
 }
 
-bool local_is(PyObject* value, long expected) {
-    return value != nullptr && PyLong_CheckExact(value) && PyLong_AsLong(value) == expected;
+// While returning, the state is open_state_returning + the index of the slot being called.
+long returning_slot(PyObject* state) {
+    if (state == nullptr || !PyLong_CheckExact(state)) {
+        return -1;
+    }
+    const long value = PyLong_AsLong(state);
+    return value >= open_state_returning ? value - open_state_returning : -1;
 }
 
-// Decodes the slot groups preparation passes (oldest first) into scope entries.
-int encode_groups(PyObject* const* groups, Py_ssize_t count, std::vector<uintptr_t>& out) {
-    for (Py_ssize_t i = 0; i < count; ++i) {
+// Decodes the slot groups preparation passes (oldest first) into scope entries, leaving out
+// slots at and above `ran_from` (those a normal exit already called or passed).
+int encode_groups(PyObject* const* groups, Py_ssize_t count, std::vector<uintptr_t>& out,
+                  Py_ssize_t ran_from) {
+    for (Py_ssize_t i = 0; i < count && i < ran_from; ++i) {
         PyObject* group = groups[i];
         if (!PyTuple_Check(group)) {
             continue;  // False: the slot's statement was not reached
@@ -65,9 +72,9 @@ int encode_groups(PyObject* const* groups, Py_ssize_t count, std::vector<uintptr
 
 // The record of the calling prepared frame with the slots put under its own entries.
 Scope* scope_with_slots(ModuleState* st, _PyInterpreterFrame* frame, PyObject* const* groups,
-                        Py_ssize_t count) {
+                        Py_ssize_t count, Py_ssize_t ran_from) {
     std::vector<uintptr_t> encoded;
-    if (encode_groups(groups, count, encoded) < 0) {
+    if (encode_groups(groups, count, encoded, ran_from) < 0) {
         return nullptr;
     }
     Scope* scope = st->table->find_or_create(frame, nullptr, true);
@@ -94,7 +101,7 @@ int note_core_entry(ModuleState* st, void* frame_ptr) {
         return 0;
     }
     PyObject** state = &frame->localsplus[locals.state];
-    if (local_is(*state, open_state_running)) {
+    if (*state == Py_None) {  // running: the state starts as None
         Py_XSETREF(*state, PyLong_FromLong(open_state_core));
         if (*state == nullptr) {
             return -1;
@@ -110,7 +117,7 @@ PyObject** returning_result(ModuleState* st, _PyInterpreterFrame* frame) {
         return nullptr;
     }
     const OpenCodedLocals locals = open_coded_locals(st, compat::iframe_code(frame));
-    if (locals.state < 0 || !local_is(frame->localsplus[locals.state], open_state_returning)) {
+    if (locals.state < 0 || returning_slot(frame->localsplus[locals.state]) < 0) {
         return nullptr;
     }
     return &frame->localsplus[locals.result];
@@ -131,32 +138,23 @@ PyObject** inline_result_slot(ModuleState* st) {
 }
 
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    // (exc, state, *groups): the state tells whether the exception comes from the body (every
+    // reached slot is pending) or from slot k called on return (slots below k are pending).
     ModuleState* st = module_state(module);
     _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1);
+    const long calling = returning_slot(args[1]);
+    Scope* scope = scope_with_slots(st, frame, args + 2, nargs - 2,
+                                    calling >= 0 ? calling : PY_SSIZE_T_MAX);
     if (scope == nullptr) {
         return nullptr;
     }
     return unwind_scope(st, scope, args[0], compat::enclosing_handled_exception(frame));
 }
 
-PyObject* prepared_unwind_slots_after(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
-    ModuleState* st = module_state(module);
-    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1);
-    if (scope == nullptr) {
-        return nullptr;
-    }
-    // Raised by a slot called inline on return, where sys.exception() was the exception enclosing
-    // the function, which Python made the new exception's __context__.
-    Ref context = Ref::steal(PyException_GetContext(args[0]));
-    return unwind_scope(st, scope, args[0], context ? context.get() : Py_None);
-}
-
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     ModuleState* st = module_state(module);
     _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1);
+    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1, PY_SSIZE_T_MAX);
     if (scope == nullptr) {
         return nullptr;
     }

@@ -20,10 +20,10 @@ struct OpenCodedLocals {
 };
 OpenCodedLocals open_coded_locals(ModuleState* st, PyCodeObject* code);
 
-// State values of `__godefer_st__` in an open-coded frame.
-constexpr long open_state_running = 0;
+// State values of `__godefer_st__` in an open-coded frame (None while the body runs: preparation
+// tests it with `is None`, which CPython specialises, unlike an int's truth value).
 constexpr long open_state_unwinding = 1;
-constexpr long open_state_returning = 2;  // calling its slots inline
+constexpr long open_state_returning = 10;  // + i: calling slot i inline on return
 constexpr long open_state_core = 3;       // the core holds entries too: exit through the core
 
 // A registration the core made in an open-coded frame: from now on the frame exits through the
@@ -33,11 +33,9 @@ int note_core_entry(ModuleState* st, void* frame);
 // result()/set_result() from a slot called inline: the frame's result local, or null.
 PyObject** inline_result_slot(ModuleState* st);
 
-// _prepared_unwind_slots(exc, *groups) / _prepared_unwind_slots_after(exc, *groups) /
-// _prepared_complete_slots(value, *groups): each group is False (slot not reached) or
-// (kind, fn, args tuple, kwargs dict or None), oldest first.
+// _prepared_unwind_slots(exc, state, *groups) / _prepared_complete_slots(value, *groups): each
+// group is False (slot not reached) or (kind, fn, args tuple, kwargs dict or None), oldest first.
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
-PyObject* prepared_unwind_slots_after(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* mark_open_coded(PyObject* module, PyObject* code);
 
