@@ -21,7 +21,7 @@ godefer_die() {
 # Looks at pyenv (`pyenv versions --bare` and $PYENV_ROOT/versions), then python3.12 on PATH.
 # Returns non-zero (printing nothing) when there is none.
 godefer_find_python() {
-    local minor=$1 root=${PYENV_ROOT:-$HOME/.pyenv} listed best py
+    local minor=$1 root=${PYENV_ROOT:-${HOME:-/root}/.pyenv} listed best py
     listed=$(
         {
             if command -v pyenv >/dev/null 2>&1; then pyenv versions --bare 2>/dev/null || true; fi

@@ -27,11 +27,13 @@ libubsan=$(gcc -print-file-name=libubsan.so)
 
 godefer_log "sanitizer build ($SANITIZERS) into $VENV with $py"
 export GODEFER_SANITIZE=$SANITIZERS
+# A build directory of its own: never share (or overwrite) the CMake cache of the normal build.
+build_dir_opt=(--config-settings=build-dir=build/sanitize-{wheel_tag})
 if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import pytest, coverage' 2>/dev/null; then
     godefer_make_venv "$py" "$VENV" || godefer_die "cannot create $VENV"
-    godefer_pip "$VENV" --no-cache-dir ".[test]" || godefer_die "sanitizer build failed"
+    godefer_pip "$VENV" -v --no-cache-dir "${build_dir_opt[@]}" ".[test]" || godefer_die "sanitizer build failed"
 else
-    godefer_pip "$VENV" --no-cache-dir --no-deps --force-reinstall . || godefer_die "sanitizer build failed"
+    godefer_pip "$VENV" -v --no-cache-dir "${build_dir_opt[@]}" --no-deps --force-reinstall . || godefer_die "sanitizer build failed"
 fi
 unset GODEFER_SANITIZE
 
@@ -40,6 +42,7 @@ platlib=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["
 core=$(ls "$platlib"/godefer/_core*.so 2>/dev/null | head -n 1)
 [[ -n $core ]] || godefer_die "godefer/_core*.so not found under $platlib"
 if ! ldd "$core" | grep -q libasan; then
+    tail -n 60 "$VENV/pip.log"
     godefer_die "$core is not linked against libasan: GODEFER_SANITIZE did not reach the build"
 fi
 godefer_log "instrumented: $core"

@@ -443,7 +443,11 @@ def test_recover_in_a_function_scope_raises_not_prepared():
 
             raise err
         """,
-        defer=defer, recover=recover, sys=sys, log=log, err=err,
+        defer=defer,
+        recover=recover,
+        sys=sys,
+        log=log,
+        err=err,
     )
     with pytest.raises(NotPreparedError) as info:
         ns["f"]()
@@ -547,7 +551,8 @@ def test_result_inside_a_deferred_call_raises_not_prepared(which):
             defer(call)
             return 1
         """,
-        defer=defer, call=call,
+        defer=defer,
+        call=call,
     )
     with pytest.raises(NotPreparedError) as info:
         ns["f"]()

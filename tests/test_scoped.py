@@ -152,7 +152,12 @@ def test_true_exit_in_a_function_scope_raises_not_prepared():
             scoped(CM(log, suppress=True))
             raise body
         """,
-        defer=defer, scoped=scoped, CM=CM, sys=sys, log=log, body=body,
+        defer=defer,
+        scoped=scoped,
+        CM=CM,
+        sys=sys,
+        log=log,
+        body=body,
     )
     with pytest.raises(NotPreparedError) as info:
         ns["f"]()

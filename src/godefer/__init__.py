@@ -39,17 +39,17 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+from godefer import _decorator, _import_hook, _inplace
+
 
 def _start_preparation() -> None:
     # GODEFER_PREPARE=0 leaves every scope on the runtime path (no import hook, no @scope).
-    from godefer import _decorator
-
     if not _decorator.preparation_enabled():
         _core._set_function_preparer(None)
         return
-    from godefer import _import_hook, _inplace
-
     _import_hook.install()
+    # The modules running now (the importer of godefer, __main__): skip this function's frame
+    # and the module body of godefer itself.
     _inplace.prepare_running_modules(_sys._getframe(2))
 
 

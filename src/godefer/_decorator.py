@@ -29,12 +29,10 @@ def preparation_enabled() -> bool:
 
 def _aliases_in(globals_: dict[str, Any]) -> Aliases:
     """The names this function's module bound to godefer's API, found by identity."""
-    import godefer
-
-    public = {name: getattr(godefer, name) for name in (*SCHEDULERS, "scope")}
+    public = {name: getattr(_core, name) for name in (*SCHEDULERS, "scope")}
     aliases = Aliases()
     for name, value in globals_.items():
-        if isinstance(value, ModuleType) and value is godefer:
+        if isinstance(value, ModuleType) and value.__name__ == "godefer":
             aliases.modules.add(name)
             continue
         for public_name, obj in public.items():
@@ -50,7 +48,11 @@ def _function_node(source: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None
 
 
 def prepare_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    if not isinstance(fn, FunctionType) or not preparation_enabled() or _rt.is_prepared(fn.__code__):
+    if (
+        not isinstance(fn, FunctionType)
+        or not preparation_enabled()
+        or _rt.is_prepared(fn.__code__)
+    ):
         return fn
     code = fn.__code__
     try:

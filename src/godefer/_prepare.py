@@ -1,29 +1,34 @@
 """Preparation: rewrite code that uses godefer into plain try/except that calls the C++ core.
 
 A prepared scope (function, module body or class body) that schedules anything keeps its
-statements and positions, and gets one exit handler:
+statements and positions, and gets one exit handler (`_exit_structure`). Functions whose defers
+are all top-level statements keep them in frame locals and call them inline on return
+(`OpenCoder`, Go 1.14's open-coded defers); the others, and module and class bodies, keep their
+deferred calls in the core, keyed by the frame:
 
-    def f(...):                                   def f(...):
-        defer(g, x)                                   __godefer_rv__ = None
-        ...                                           __godefer_st__ = 0
-        return y                                      try:
-                                                          __godefer_rt__.defer(g, x)
-                                                          ...
-                                                          return (__godefer_rv__ := y)
-                                                      except BaseException as __godefer_exc__:
-                                                          __godefer_st__ = 1
-                                                          __godefer_rv__ = __godefer_rt__.unwind(__godefer_exc__)
-                                                          if __godefer_rv__ is __godefer_rt__.RERAISE:
-                                                              raise
-                                                          return __godefer_rv__
-                                                      finally:
-                                                          if not __godefer_st__:
-                                                              return __godefer_rt__.complete(__godefer_rv__)
+    def f(x):                      def f(x):
+        defer(g, x)                    __godefer_rv__ = None; __godefer_st__ = None
+        if x:                          try:
+            defer(h)                       try:
+        return x                               __godefer_rt__.defer(g, x)
+                                               if x:
+                                                   __godefer_rt__.defer(h)
+                                               return (__godefer_rv__ := x)
+                                           except BaseException:
+                                               __godefer_st__ = 1
+                                               raise
+                                           finally:
+                                               if __godefer_st__ is None:
+                                                   __godefer_st__ = 4
+                                                   return __godefer_rt__.complete(__godefer_rv__)
+                                       except BaseException as __godefer_exc__:
+                                           <__godefer_rt__.unwind(...): re-raise, or return
+                                            after a recovery>
 
-The deferred calls themselves live in the core, keyed by the frame, so a scope whose deferred
-calls never ran allocates nothing and ScopeBound objects share the scope's one LIFO stack.
-Inserted statements carry no line of their own (they inherit the line before them), so
-tracebacks, coverage and debuggers see only the user's lines.
+A scope whose deferred calls never ran allocates nothing, and ScopeBound objects share the
+scope's one LIFO stack. Inserted statements on the way out of a `return` have no line of their
+own (they inherit the `return`'s), so tracebacks, coverage and debuggers see the user's lines; an
+exception exit reports the scope's first line once.
 """
 
 from __future__ import annotations
@@ -245,15 +250,20 @@ class Preparer(ast.NodeTransformer):
         value, shadowed = stmt.value, self._shadowed()
         if isinstance(value, ast.Call):
             role = self.aliases.role(value.func, shadowed)
-            if role in STATEMENT_FORMS and value.args and not isinstance(value.args[0], ast.Starred):
+            if (
+                role in STATEMENT_FORMS
+                and value.args
+                and not isinstance(value.args[0], ast.Starred)
+            ):
                 return role, value
         if isinstance(value, ast.Compare) and self._is_statement_form(value):
             role = self.aliases.role(value.comparators[0], shadowed)
             call = value.left
             assert isinstance(call, ast.Call) and role is not None
             return role, ast.copy_location(
-                ast.Call(func=value.comparators[0], args=[call.func, *call.args],
-                         keywords=call.keywords),
+                ast.Call(
+                    func=value.comparators[0], args=[call.func, *call.args], keywords=call.keywords
+                ),
                 call,
             )
         return None
@@ -268,19 +278,22 @@ class Preparer(ast.NodeTransformer):
                 slots[index] = slot
         if not slots or len(slots) > MAX_OPEN_CODED:
             return None
+        # The expression naming defer/errdefer/okdefer in each slot (the statement form's
+        # comparator becomes the call's func in _slot_call).
         claimed = {id(call.func) for _, call in slots.values()}
-        claimed |= {id(body[i].value.comparators[0]) for i in slots
-                    if isinstance(body[i].value, ast.Compare)}  # type: ignore[attr-defined]
         shadowed = self._shadowed()
         for node in _own_nodes(body):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                if any(self.aliases.role(d, shadowed) in SCHEDULERS for d in node.decorator_list):
-                    return None
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and any(
+                self.aliases.role(d, shadowed) in SCHEDULERS for d in node.decorator_list
+            ):
+                return None
             expr = node.func if isinstance(node, ast.Call) else None
             if isinstance(node, ast.Compare):
                 expr = node.comparators[0]
-            if expr is not None and id(expr) not in claimed and (
-                self.aliases.role(expr, shadowed) in SCHEDULERS
+            if (
+                expr is not None
+                and id(expr) not in claimed
+                and (self.aliases.role(expr, shadowed) in SCHEDULERS)
             ):
                 return None  # scheduled elsewhere than a top-level statement, or scoped()
         return slots
@@ -328,8 +341,9 @@ class Preparer(ast.NodeTransformer):
             self.scopes[-1].schedules = True
             self.prepared_any = True
             new_call = ast.copy_location(
-                ast.Call(func=_rt_attr(role, value.comparators[0]), args=[func, *args],
-                         keywords=keywords),
+                ast.Call(
+                    func=_rt_attr(role, value.comparators[0]), args=[func, *args], keywords=keywords
+                ),
                 value,
             )
             return ast.copy_location(ast.Expr(value=new_call), node)
@@ -361,8 +375,9 @@ class Preparer(ast.NodeTransformer):
                 f"`CALL in {role}` must be a statement of its own; it has no value to use "
                 f"(write `f(x) in {role}` on its own line, or call {role}(f, x))"
             )
-        return _syntax_error(f"invalid use of `in {role}`: {why}", node, self.filename,
-                             self.source_lines)
+        return _syntax_error(
+            f"invalid use of `in {role}`: {why}", node, self.filename, self.source_lines
+        )
 
     def visit_Call(self, node: ast.Call) -> ast.Call:
         role = self.aliases.role(node.func, self._shadowed())
@@ -378,9 +393,10 @@ class Preparer(ast.NodeTransformer):
             node.value = self.visit(node.value)
             if self._scope_kind() in ("function", "generator"):
                 node.value = ast.copy_location(
-                    ast.NamedExpr(target=ast.copy_location(ast.Name(id=RV, ctx=ast.Store()),
-                                                           node.value),
-                                  value=node.value),
+                    ast.NamedExpr(
+                        target=ast.copy_location(ast.Name(id=RV, ctx=ast.Store()), node.value),
+                        value=node.value,
+                    ),
                     node.value,
                 )
         return node
@@ -392,8 +408,9 @@ class Preparer(ast.NodeTransformer):
         valued = kind != "async_generator"  # `return value` is illegal in an async generator
         if valued:
             on_return = f"if {STATE} is None:\n    {STATE} = 4\n    return {RT}.complete({RV})"
-            on_exception = (f"{RV} = {RT}.unwind({EXC})\nif {RV} is {RT}.RERAISE:\n    raise\n"
-                            f"return {RV}")
+            on_exception = (
+                f"{RV} = {RT}.unwind({EXC})\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}"
+            )
         else:
             on_return = f"if {STATE} is None:\n    {STATE} = 4\n    {RT}.complete(None)\n    return"
             on_exception = f"if {RT}.unwind({EXC}) is {RT}.RERAISE:\n    raise\nreturn"
@@ -487,7 +504,9 @@ class OpenCoder:
         # Per slot: whether a `return` can come before its statement (so it may be unreached).
         self.may_skip: list[bool] = []
 
-    def rewrite(self, body: list[ast.stmt], slots: dict[int, tuple[str, ast.Call]]) -> list[ast.stmt]:
+    def rewrite(
+        self, body: list[ast.stmt], slots: dict[int, tuple[str, ast.Call]]
+    ) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
         out: list[ast.stmt] = []
         returned = False  # a `return` at or before this point may skip later slots
@@ -506,8 +525,9 @@ class OpenCoder:
             f"__godefer_{i}__ = None\n" for i in range(len(self.slots))
         )
         first = _first_user_line(out) if out else self.line
-        has_value_return = any(isinstance(n, ast.Return) and n.value is not None
-                               for n in _own_nodes(body))
+        has_value_return = any(
+            isinstance(n, ast.Return) and n.value is not None for n in _own_nodes(body)
+        )
         return docstring + _exit_structure(
             init=[_at_line(s, first) for s in _parse(init)],
             body=out + (_fall_off(self.valued) if has_value_return else []),
@@ -528,8 +548,12 @@ class OpenCoder:
         for j, arg in enumerate(call.args[1:]):
             local = f"__godefer_{i}_{j}__"
             if isinstance(arg, ast.Starred):
-                values.append((local, ast.Tuple(elts=[ast.Starred(visit(arg.value), ast.Load())],
-                                                ctx=ast.Load())))
+                values.append(
+                    (
+                        local,
+                        ast.Tuple(elts=[ast.Starred(visit(arg.value), ast.Load())], ctx=ast.Load()),
+                    )
+                )
                 call_args.append(ast.Starred(_name(local), ast.Load()))
             else:
                 values.append((local, visit(arg)))
@@ -547,18 +571,24 @@ class OpenCoder:
         targets = [_name(local, ast.Store()) for local, _ in values]
         store = ast.Assign(
             targets=[targets[0] if len(targets) == 1 else ast.Tuple(elts=targets, ctx=ast.Store())],
-            value=values[0][1] if len(values) == 1 else ast.Tuple(elts=[v for _, v in values],
-                                                                 ctx=ast.Load()),
+            value=values[0][1]
+            if len(values) == 1
+            else ast.Tuple(elts=[v for _, v in values], ctx=ast.Load()),
         )
         fallback = ast.parse(
             f"if {STATE} is not None or not callable(__godefer_{i}__):\n"
             f"    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
         ).body[0]
         assert isinstance(fallback, ast.If)
-        fallback.body.append(ast.Expr(ast.Call(func=_rt_attr(role, stmt),
-                                               args=[_name("__godefer_f__"),
-                                                     *copy.deepcopy(call_args)],
-                                               keywords=copy.deepcopy(call_keywords))))
+        fallback.body.append(
+            ast.Expr(
+                ast.Call(
+                    func=_rt_attr(role, stmt),
+                    args=[_name("__godefer_f__"), *copy.deepcopy(call_args)],
+                    keywords=copy.deepcopy(call_keywords),
+                )
+            )
+        )
         for node in (store, fallback):
             for n in ast.walk(node):
                 if isinstance(n, (ast.stmt, ast.expr, ast.keyword)):
@@ -581,17 +611,27 @@ class OpenCoder:
                 )
             else:
                 kwargs = ast.Constant(None)
-            group = ast.Tuple(elts=[ast.Constant(KIND_CODES[role]), _name(f"__godefer_{i}__"),
-                                    ast.Tuple(elts=list(call_args), ctx=ast.Load()), kwargs],
-                              ctx=ast.Load())
-            reached = ast.Compare(left=_name(f"__godefer_{i}__"), ops=[ast.IsNot()],
-                                  comparators=[ast.Constant(None)])
+            group = ast.Tuple(
+                elts=[
+                    ast.Constant(KIND_CODES[role]),
+                    _name(f"__godefer_{i}__"),
+                    ast.Tuple(elts=list(call_args), ctx=ast.Load()),
+                    kwargs,
+                ],
+                ctx=ast.Load(),
+            )
+            reached = ast.Compare(
+                left=_name(f"__godefer_{i}__"), ops=[ast.IsNot()], comparators=[ast.Constant(None)]
+            )
             groups.append(ast.BoolOp(op=ast.And(), values=[reached, group]))
         return groups
 
     def _core_call(self, attr: str, first: ast.expr) -> ast.Call:
-        return ast.Call(func=ast.Attribute(value=_name(RT), attr=attr, ctx=ast.Load()),
-                        args=[first, *self._groups()], keywords=[])
+        return ast.Call(
+            func=ast.Attribute(value=_name(RT), attr=attr, ctx=ast.Load()),
+            args=[first, *self._groups()],
+            keywords=[],
+        )
 
     def _on_exception(self) -> list[ast.stmt]:
         """Body or exit raised: the core runs the reached slots not yet run (and its own
@@ -620,8 +660,9 @@ class OpenCoder:
             if self.slots[i][0] == "errdefer":
                 continue  # passed with nothing in flight
             call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
-            call = ast.Expr(ast.Call(func=_name(f"__godefer_{i}__"), args=call_args,
-                                     keywords=call_keywords))
+            call = ast.Expr(
+                ast.Call(func=_name(f"__godefer_{i}__"), args=call_args, keywords=call_keywords)
+            )
             announce = _parse(f"{STATE} = {OPEN_RETURNING + i}")
             if self.may_skip[i]:
                 step = _parse(f"if __godefer_{i}__ is not None:\n    pass")[0]
@@ -638,8 +679,9 @@ class OpenCoder:
         normal.body = inline
         core = _parse(f"if {STATE} == 3:\n    {STATE} = 4")[0]
         assert isinstance(core, ast.If)
-        complete = self._core_call("complete_slots",
-                                   _name(RV) if self.valued else ast.Constant(None))
+        complete = self._core_call(
+            "complete_slots", _name(RV) if self.valued else ast.Constant(None)
+        )
         core.body += [ast.Return(complete)] if self.valued else [ast.Expr(complete), ast.Return()]
         return [normal, core]
 
@@ -741,10 +783,16 @@ def _split_docstring(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[ast.stm
     return [], body
 
 
+def _is_future_import(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"
+
+
 def _split_head(body: list[ast.stmt], future: bool = True) -> tuple[list[ast.stmt], list[ast.stmt]]:
     """Docstring and `from __future__` imports, which must stay first."""
     head, rest = _split_docstring(body)
-    while future and rest and isinstance(rest[0], ast.ImportFrom) and rest[0].module == "__future__":
+    while (
+        future and rest and isinstance(rest[0], ast.ImportFrom) and rest[0].module == "__future__"
+    ):
         head.append(rest.pop(0))
     return head, rest
 

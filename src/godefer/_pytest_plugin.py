@@ -12,16 +12,14 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from _pytest.assertion import rewrite
+
 from godefer._decorator import preparation_enabled
 from godefer._import_hook import VERSION
 from godefer._prepare import prepare_tree
 
 
 def _install() -> None:
-    try:
-        from _pytest.assertion import rewrite
-    except ImportError:  # pragma: no cover - pytest without assertion rewriting
-        return
     if getattr(rewrite.rewrite_asserts, "_godefer", False) or not preparation_enabled():
         return
     original = rewrite.rewrite_asserts

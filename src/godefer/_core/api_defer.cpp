@@ -76,11 +76,13 @@ int defer_contains(PyObject* self, PyObject* value) {
 }
 
 PyObject* defer_repr(PyObject* self) {
-    return PyUnicode_FromFormat("<godefer.%s>", name_of(reinterpret_cast<DeferObject*>(self)->kind));
+    return PyUnicode_FromFormat("<godefer.%s>",
+                                name_of(reinterpret_cast<DeferObject*>(self)->kind));
 }
 
 PyMemberDef defer_members[] = {
-    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(DeferObject, vectorcall), Py_READONLY, nullptr},
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(DeferObject, vectorcall), Py_READONLY,
+     nullptr},
     {nullptr, 0, 0, 0, nullptr},
 };
 

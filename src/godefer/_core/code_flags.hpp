@@ -21,7 +21,8 @@ constexpr uintptr_t code_index_mask = 0xFFF;
 inline int code_flags(ModuleState* st, PyCodeObject* code, uintptr_t* flags) {
     void* raw = nullptr;
 #if PY_VERSION_HEX >= 0x030C0000
-    const int rc = PyUnstable_Code_GetExtra(reinterpret_cast<PyObject*>(code), st->code_extra_index, &raw);
+    const int rc =
+        PyUnstable_Code_GetExtra(reinterpret_cast<PyObject*>(code), st->code_extra_index, &raw);
 #else
     const int rc = _PyCode_GetExtra(reinterpret_cast<PyObject*>(code), st->code_extra_index, &raw);
 #endif

@@ -68,8 +68,8 @@ int acquire_tool(ModuleState* st) {
     if (!id) {
         return -1;
     }
-    Ref r1 = Ref::steal(call_monitoring(st->register_callback,
-                                        {id.get(), st->event_py_return, st->on_return}));
+    Ref r1 = Ref::steal(
+        call_monitoring(st->register_callback, {id.get(), st->event_py_return, st->on_return}));
     Ref r2 = r1 ? Ref::steal(call_monitoring(st->register_callback,
                                              {id.get(), st->event_py_unwind, st->on_unwind}))
                 : Ref{};
@@ -192,12 +192,12 @@ PyObject* on_unwind(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
 }
 
-PyMethodDef on_return_def = {
-    "_on_return", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(on_return)),
-    METH_FASTCALL, nullptr};
-PyMethodDef on_unwind_def = {
-    "_on_unwind", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(on_unwind)),
-    METH_FASTCALL, nullptr};
+PyMethodDef on_return_def = {"_on_return",
+                             reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(on_return)),
+                             METH_FASTCALL, nullptr};
+PyMethodDef on_unwind_def = {"_on_unwind",
+                             reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(on_unwind)),
+                             METH_FASTCALL, nullptr};
 
 }  // namespace
 
@@ -208,8 +208,8 @@ int arm_frame_exit(ModuleState* st, Scope* scope) {
     if (!st->unwind_enabled && set_unwind_event(st, true) < 0) {
         return -1;
     }
-    if (watch_code(st, compat::iframe_code(static_cast<_PyInterpreterFrame*>(
-                           const_cast<void*>(scope->key)))) < 0) {
+    if (watch_code(st, compat::iframe_code(
+                           static_cast<_PyInterpreterFrame*>(const_cast<void*>(scope->key)))) < 0) {
         return -1;
     }
     scope->armed = true;
@@ -225,7 +225,8 @@ void disarm_frame_exit(ModuleState* st, Scope* scope) noexcept {
 int exit_hooks_init(PyObject* module, ModuleState* st) {
     Ref sys = Ref::steal(PyImport_ImportModule("sys"));
     Ref monitoring = sys ? Ref::steal(PyObject_GetAttrString(sys.get(), "monitoring")) : Ref{};
-    Ref events = monitoring ? Ref::steal(PyObject_GetAttrString(monitoring.get(), "events")) : Ref{};
+    Ref events =
+        monitoring ? Ref::steal(PyObject_GetAttrString(monitoring.get(), "events")) : Ref{};
     if (!events) {
         return -1;
     }
@@ -257,10 +258,10 @@ void exit_hooks_free(ModuleState* st) noexcept {
         Ref zero = Ref::steal(PyLong_FromLong(0));
         if (id && zero) {
             Ref a = Ref::steal(call_monitoring(st->set_events, {id.get(), zero.get()}));
-            Ref b = Ref::steal(call_monitoring(st->register_callback,
-                                               {id.get(), st->event_py_return, Py_None}));
-            Ref c = Ref::steal(call_monitoring(st->register_callback,
-                                               {id.get(), st->event_py_unwind, Py_None}));
+            Ref b = Ref::steal(
+                call_monitoring(st->register_callback, {id.get(), st->event_py_return, Py_None}));
+            Ref c = Ref::steal(
+                call_monitoring(st->register_callback, {id.get(), st->event_py_unwind, Py_None}));
             Ref d = Ref::steal(call_monitoring(st->free_tool_id, {id.get()}));
         }
         PyErr_Clear();

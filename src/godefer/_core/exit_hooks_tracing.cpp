@@ -73,7 +73,8 @@ int trace_hook(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
     wrap_displaced(h, tstate);
     if (what == PyTrace_EXCEPTION) {
         Scope* scope = h.st->table->find(compat::iframe_of(frame));
-        if (scope != nullptr && scope->armed && scope->frame == reinterpret_cast<PyObject*>(frame)) {
+        if (scope != nullptr && scope->armed &&
+            scope->frame == reinterpret_cast<PyObject*>(frame)) {
             // 3.11 attaches the traceback to the exception only where it is caught; deferred
             // calls (and scoped() __exit__) must see it as a finally block would.
             PyObject* value = PyTuple_GET_ITEM(arg, 1);

@@ -4,8 +4,8 @@
 #include "api.hpp"
 #include "code_flags.hpp"
 #include "exit_hooks.hpp"
-#include "open_coded.hpp"
 #include "module_state.hpp"
+#include "open_coded.hpp"
 #include "unwind.hpp"
 
 namespace godefer {
@@ -100,7 +100,8 @@ PyMethodDef module_methods[] = {
      "Return from an open-coded frame whose scope the core also holds: (value, *slot groups)."},
     {"_mark_open_coded", mark_open_coded, METH_O,
      "Mark a code object as prepared and open-coded (top-level defers kept in locals)."},
-    {"_pending_frames", [](PyObject* module, PyObject* /*unused*/) -> PyObject* {
+    {"_pending_frames",
+     [](PyObject* module, PyObject* /*unused*/) -> PyObject* {
          return PyLong_FromSize_t(module_state(module)->table->size());
      },
      METH_NOARGS, "Number of frames with records in the core's table (for tests)."},

@@ -9,7 +9,7 @@
 namespace godefer {
 
 struct ModuleState {
-    PyTypeObject* defer_type = nullptr;       // type of defer / errdefer / okdefer
+    PyTypeObject* defer_type = nullptr;        // type of defer / errdefer / okdefer
     PyTypeObject* block_scope_type = nullptr;  // what scope() returns
     PyTypeObject* scope_bound_meta = nullptr;  // metaclass of ScopeBound
     PyTypeObject* close_token_type = nullptr;  // ScopeBound's scheduled close
@@ -17,10 +17,10 @@ struct ModuleState {
     PyObject* str_enter = nullptr;
     PyObject* str_exit = nullptr;
     PyObject* str_close = nullptr;
-    PyObject* str_abstract = nullptr;  // "_godefer_abstract"
-    PyObject* str_token = nullptr;     // "_godefer_token"
-    PyObject* module = nullptr;  // borrowed: the state lives inside it
-    PyObject* reraise = nullptr;  // what unwind() returns when the exception goes on
+    PyObject* str_abstract = nullptr;       // "_godefer_abstract"
+    PyObject* str_token = nullptr;          // "_godefer_token"
+    PyObject* module = nullptr;             // borrowed: the state lives inside it
+    PyObject* reraise = nullptr;            // what unwind() returns when the exception goes on
     PyObject* function_preparer = nullptr;  // @scope on a function: godefer._decorator
     Py_ssize_t code_extra_index = -1;
     ScopeTable* table = nullptr;

@@ -128,7 +128,8 @@ PyObject** returning_result(ModuleState* st, _PyInterpreterFrame* frame) {
 PyObject** inline_result_slot(ModuleState* st) {
     // The nearest frame up the stack that is calling its slots inline on return: the slot
     // function's caller, or the current frame when the slot is result/set_result itself.
-    for (_PyInterpreterFrame* frame = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+    for (_PyInterpreterFrame* frame =
+             compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
          frame != nullptr; frame = compat::caller_frame(frame)) {
         if (PyObject** slot = returning_result(st, frame)) {
             return slot;
@@ -143,8 +144,8 @@ PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssiz
     ModuleState* st = module_state(module);
     _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
     const long calling = returning_slot(args[1]);
-    Scope* scope = scope_with_slots(st, frame, args + 2, nargs - 2,
-                                    calling >= 0 ? calling : PY_SSIZE_T_MAX);
+    Scope* scope =
+        scope_with_slots(st, frame, args + 2, nargs - 2, calling >= 0 ? calling : PY_SSIZE_T_MAX);
     if (scope == nullptr) {
         return nullptr;
     }

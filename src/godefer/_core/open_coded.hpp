@@ -24,7 +24,7 @@ OpenCodedLocals open_coded_locals(ModuleState* st, PyCodeObject* code);
 // tests it with `is None`, which CPython specialises, unlike an int's truth value).
 constexpr long open_state_unwinding = 1;
 constexpr long open_state_returning = 10;  // + i: calling slot i inline on return
-constexpr long open_state_core = 3;       // the core holds entries too: exit through the core
+constexpr long open_state_core = 3;        // the core holds entries too: exit through the core
 
 // A registration the core made in an open-coded frame: from now on the frame exits through the
 // core. `frame` is a _PyInterpreterFrame*.

@@ -58,18 +58,19 @@ void token_dealloc(PyObject* self) {
 }
 
 PyObject* token_holds(PyObject* self, PyObject* obj) {
-    return PyBool_FromLong(static_cast<long>(reinterpret_cast<CloseTokenObject*>(self)->obj == obj));
+    return PyBool_FromLong(
+        static_cast<long>(reinterpret_cast<CloseTokenObject*>(self)->obj == obj));
 }
 
 PyMethodDef token_methods[] = {
-    {"discard", token_discard, METH_NOARGS,
-     "Let go of the instance: the scope will not close it."},
+    {"discard", token_discard, METH_NOARGS, "Let go of the instance: the scope will not close it."},
     {"holds", token_holds, METH_O, "Whether this token will close exactly this object."},
     {nullptr, nullptr, 0, nullptr},
 };
 
 PyMemberDef token_members[] = {
-    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(CloseTokenObject, weakreflist), Py_READONLY, nullptr},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(CloseTokenObject, weakreflist), Py_READONLY,
+     nullptr},
     {nullptr, 0, 0, 0, nullptr},
 };
 
@@ -114,7 +115,8 @@ PyObject* meta_call(PyObject* cls, PyObject* args, PyObject* kwargs) {
     }
     Ref obj = Ref::steal(PyType_Type.tp_call(cls, args, kwargs));
     if (!obj || PyObject_TypeCheck(obj.get(), reinterpret_cast<PyTypeObject*>(cls)) == 0) {
-        return obj.release();  // __init__ raised (nothing scheduled), or __new__ returned another type
+        return obj
+            .release();  // __init__ raised (nothing scheduled), or __new__ returned another type
     }
     auto* token = PyObject_GC_New(CloseTokenObject, st->close_token_type);
     if (token == nullptr) {
@@ -142,11 +144,7 @@ PyType_Slot meta_slots[] = {
 };
 
 PyType_Spec meta_spec = {
-    "godefer._core.ScopeBoundMeta",
-    0,
-    0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    meta_slots,
+    "godefer._core.ScopeBoundMeta", 0, 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, meta_slots,
 };
 
 }  // namespace
@@ -156,8 +154,8 @@ PyTypeObject* make_close_token_type(PyObject* module) {
 }
 
 PyTypeObject* make_scope_bound_meta(PyObject* module) {
-    return reinterpret_cast<PyTypeObject*>(PyType_FromModuleAndSpec(
-        module, &meta_spec, reinterpret_cast<PyObject*>(&PyType_Type)));
+    return reinterpret_cast<PyTypeObject*>(
+        PyType_FromModuleAndSpec(module, &meta_spec, reinterpret_cast<PyObject*>(&PyType_Type)));
 }
 
 }  // namespace godefer

@@ -42,7 +42,8 @@ void Scope::release() noexcept {
     // Entries left here were never run: only reached when the module itself is torn down.
     for (std::size_t i = slots_.size(); i > 0;) {
         const uintptr_t header = slots_[i - 1];
-        const std::size_t count = 1 + (header >> nargs_shift) + ((header & has_kwnames_bit) ? 1 : 0);
+        const std::size_t count =
+            1 + (header >> nargs_shift) + ((header & has_kwnames_bit) ? 1 : 0);
         for (std::size_t j = i - 1 - count; j < i - 1; ++j) {
             Py_XDECREF(as_object(slots_[j]));
         }
@@ -70,7 +71,8 @@ void Scope::encode(std::vector<uintptr_t>& out, Kind kind, PyObject* fn, PyObjec
     for (std::size_t i = 0; i < nargs; ++i) {
         out.push_back(as_slot(Py_NewRef(args[i])));
     }
-    uintptr_t header = (static_cast<uintptr_t>(nargs) << nargs_shift) | static_cast<uintptr_t>(kind);
+    uintptr_t header =
+        (static_cast<uintptr_t>(nargs) << nargs_shift) | static_cast<uintptr_t>(kind);
     if (kwnames != nullptr) {
         out.push_back(as_slot(Py_NewRef(kwnames)));
         header |= has_kwnames_bit;

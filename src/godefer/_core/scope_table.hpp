@@ -63,8 +63,7 @@ class Scope {
     ~Scope();
 
     // Takes new references to everything; `args` holds positional then keyword values.
-    void push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
-              PyObject* kwnames);
+    void push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs, PyObject* kwnames);
     // Inserts entries below all existing ones (they ran earlier, so they run later).
     void push_bottom(const std::vector<uintptr_t>& encoded);
     // Encodes an entry the way push() stores it, into `out` (taking new references).
@@ -82,14 +81,14 @@ class Scope {
     void release() noexcept;
 
     compat::FrameKey key = nullptr;
-    PyObject* frame = nullptr;             // runtime records: strong reference to the frame object
-    bool prepared = false;                 // the frame's own code drains this record at exit
-    bool open_coded = false;               // ... and keeps its top-level defers in locals
-    std::vector<std::size_t> marks;        // slot index where each open block scope starts
-    bool armed = false;                    // a frame-exit hook watches this frame
-    UnwindState* unwinding = nullptr;      // the drain in progress, if any
+    PyObject* frame = nullptr;         // runtime records: strong reference to the frame object
+    bool prepared = false;             // the frame's own code drains this record at exit
+    bool open_coded = false;           // ... and keeps its top-level defers in locals
+    std::vector<std::size_t> marks;    // slot index where each open block scope starts
+    bool armed = false;                // a frame-exit hook watches this frame
+    UnwindState* unwinding = nullptr;  // the drain in progress, if any
 #ifdef GODEFER_USE_TRACING
-    Ref pending_exception;                 // last exception reported in this frame (3.11)
+    Ref pending_exception;  // last exception reported in this frame (3.11)
 #endif
 
    private:

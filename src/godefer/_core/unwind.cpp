@@ -88,7 +88,8 @@ bool should_run(Kind kind, bool exception_in_flight) noexcept {
     return true;
 }
 
-// Calls the bound cm.__exit__(type, value, tb); a true result stops the exception where that is possible.
+// Calls the bound cm.__exit__(type, value, tb); a true result stops the exception where that is
+// possible.
 void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
     PyObject* exc = state.exc.get();
     Ref tb = exc != nullptr ? Ref::steal(PyException_GetTraceback(exc)) : Ref{};
@@ -122,8 +123,7 @@ void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
 
 }  // namespace
 
-void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
-           PyObject* outer) {
+void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state, PyObject* outer) {
     DrainRegistration registration(*st->table, scope, state);
     HandledExceptionGuard handled(outer);
     while (scope.size() > floor) {
@@ -176,7 +176,8 @@ Scope* scope_asking(ModuleState* st) {
     if (draining.empty()) {
         return nullptr;
     }
-    _PyInterpreterFrame* caller = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+    _PyInterpreterFrame* caller =
+        compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
     if (caller == nullptr) {
         return nullptr;
     }
@@ -243,7 +244,8 @@ Scope* scope_for_result(ModuleState* st) {
     if (draining.empty()) {
         return nullptr;
     }
-    for (_PyInterpreterFrame* frame = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+    for (_PyInterpreterFrame* frame =
+             compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
          frame != nullptr; frame = compat::caller_frame(frame)) {
         for (auto it = draining.rbegin(); it != draining.rend(); ++it) {
             if ((*it)->key == frame) {
@@ -311,8 +313,7 @@ PyObject* result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) 
 
 PyObject* set_result(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs != 1) {
-        PyErr_Format(PyExc_TypeError, "set_result() takes exactly one argument (%zd given)",
-                     nargs);
+        PyErr_Format(PyExc_TypeError, "set_result() takes exactly one argument (%zd given)", nargs);
         return nullptr;
     }
     ModuleState* st = module_state(module);
@@ -382,7 +383,10 @@ PyObject* prepared_unwind(PyObject* module, PyObject* exc) {
     }
     // Called from the prepared handler only (the record is a prepared one), where the first stack
     // slot holds the exception that enclosed the scope.
-    PyObject* outer = scope->prepared ? compat::enclosing_handled_exception(static_cast<_PyInterpreterFrame*>(const_cast<void*>(scope->key))) : nullptr;
+    PyObject* outer = scope->prepared
+                          ? compat::enclosing_handled_exception(
+                                static_cast<_PyInterpreterFrame*>(const_cast<void*>(scope->key)))
+                          : nullptr;
     return unwind_scope(st, scope, exc, outer);
 }
 

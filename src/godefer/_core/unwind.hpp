@@ -13,17 +13,17 @@
 namespace godefer {
 
 enum class ExitKind : uint8_t {
-    block,             // a `with scope():` block: can stop exceptions, has no result
-    prepared_frame,    // a prepared function/module/class body: can stop exceptions, has a result
-    runtime_frame,     // seen by an exit hook after the fact: can do neither
+    block,           // a `with scope():` block: can stop exceptions, has no result
+    prepared_frame,  // a prepared function/module/class body: can stop exceptions, has a result
+    runtime_frame,   // seen by an exit hook after the fact: can do neither
 };
 
 // State of one drain: the exception in flight between deferred calls, and the frame's result.
 struct UnwindState {
     ExitKind kind = ExitKind::runtime_frame;
-    Ref exc;                 // exception in flight (null: none)
-    Ref result;              // value the function returns (prepared frames)
-    bool returning = false;  // the frame exits by return, so result() has a value
+    Ref exc;                       // exception in flight (null: none)
+    Ref result;                    // value the function returns (prepared frames)
+    bool returning = false;        // the frame exits by return, so result() has a value
     UnwindState* outer = nullptr;  // a drain of the same scope that this one interrupted
 };
 
