@@ -2,7 +2,17 @@
 
 import sys
 
-from godefer import ScopeBound, defer, errdefer, okdefer, recover, scope, scoped
+from godefer import (
+    ScopeBound,
+    defer,
+    errdefer,
+    okdefer,
+    recover,
+    result,
+    scope,
+    scoped,
+    set_result,
+)
 
 
 class Resource(ScopeBound):
@@ -43,6 +53,27 @@ def recovering() -> str:
     return "  execution continues after the block"
 
 
+def safe_ratio(a: float, b: float) -> float | None:
+    @defer
+    def _() -> None:
+        if (e := recover()) is not None:
+            print(f"  safe_ratio recovered {e!r}; it returns None")
+
+    return a / b
+
+
+def forty_two() -> int:
+    # Go's spec example: defer func() { result *= 7 }(); return 6
+    defer(lambda: set_result(result() * 7))
+    return 6
+
+
+def statement_form() -> None:
+    print("  3: the call's arguments were evaluated at the statement") in defer
+    print("  2: deferred calls run last first") in defer
+    print("  1: body")
+
+
 class Tag:
     def __enter__(self) -> str:
         print("  enter tag")
@@ -70,3 +101,9 @@ if __name__ == "__main__":
     print(recovering())
     print("scoped context manager:")
     entered()
+    print("recover() in a function:")
+    print("  ->", safe_ratio(1, 0))
+    print("result() and set_result():")
+    print("  forty_two() ->", forty_two())
+    print("statement form:")
+    statement_form()

@@ -34,11 +34,15 @@ cxx_files=(src/godefer/_core/*.cpp src/godefer/_core/*.hpp)
 shopt -u nullglob
 
 # --- ruff ------------------------------------------------------------------------------------
-godefer_log "ruff check src tests bench scripts"
+godefer_log "ruff check and ruff format --check: src tests bench scripts examples"
 py_dirs=()
-for d in src tests bench scripts; do [[ -d $d ]] && py_dirs+=("$d"); done
+for d in src tests bench scripts examples; do [[ -d $d ]] && py_dirs+=("$d"); done
 if ! "$VENV/bin/ruff" check "${py_dirs[@]}"; then
     echo "LINT FAILED: ruff"
+    status=1
+fi
+if ! "$VENV/bin/ruff" format --check "${py_dirs[@]}"; then
+    echo "LINT FAILED: ruff format (fix with: ruff format ${py_dirs[*]})"
     status=1
 fi
 

@@ -735,7 +735,7 @@ def test_in_defer_sugar_unprepared_has_already_called(sched):
 
     def f():
         lines.append(here() + 1)
-        make() in sched  # noqa: B015
+        make() in sched
         log.append("not reached")
 
     with pytest.raises(NotPreparedError) as info:

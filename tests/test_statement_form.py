@@ -9,7 +9,6 @@ or ``okdefer`` and for the qualified ``godefer.defer`` forms. Any other use of `
 """
 
 # The statement form is an expression statement whose value is unused, by design.
-# ruff: noqa: B015
 
 from __future__ import annotations
 
