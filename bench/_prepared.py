@@ -1,17 +1,61 @@
 """Benchmark subjects that live in a real source file, so godefer can prepare them.
 
 godefer's import hook rewrites modules that import it before their code first runs (the fast
-path of DESIGN.md section 3). ``bench/run.py`` imports this module lazily, only in the
-measurements that are about godefer, and reports whether the code object was actually rewritten
-(a prepared function has an exception table; the runtime path leaves ``defer(fn)`` as a plain
-call with none).
+path of DESIGN.md section 3). The bench imports this module lazily, only in the measurements
+that are about godefer, and reports whether each code object was actually rewritten.
+
+Top-level ``defer`` statements (up to 8 in a function) are open-coded: kept in frame locals and
+called inline on return. A defer anywhere else (inside an ``if``, a loop) makes the function keep
+its deferred calls in the C++ core, keyed by the frame. ``raise_ten`` has more top-level defers
+than open coding takes, so it uses the core too.
 """
 
 from godefer import defer
 
 
+def is_prepared(func) -> bool:
+    from godefer import _rt
+
+    return _rt.is_prepared(func.__code__)
+
+
 def one_defer(fn):
     defer(fn)
+
+
+def one_defer_in_block(fn):
+    if fn:
+        defer(fn)
+
+
+def loop_defer(fn, n):
+    for _ in range(n):
+        defer(fn)
+
+
+def loop_defer_arg(fn, arg, n, probe):
+    for _ in range(n):
+        defer(fn, arg)
+    probe()
+
+
+def raise_one(fn):
+    defer(fn)
+    raise ValueError
+
+
+def raise_ten(fn):
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    raise ValueError
 
 
 def run_pending(fn, body):

@@ -48,7 +48,7 @@ PyObject* scoped_impl(ModuleState* st, PyObject* obj, bool prepared) {
         if (schedule(st, Kind::exit_cm, exit.get(), nullptr, 0, nullptr, "scoped", prepared) < 0) {
             // Entered but not scheduled: exit now, as `with` would on an exception at this line.
             Ref exc = compat::fetch_exception();
-            PyObject* t = reinterpret_cast<PyObject*>(Py_TYPE(exc.get()));
+            auto* t = reinterpret_cast<PyObject*>(Py_TYPE(exc.get()));
             Ref tb = Ref::steal(PyException_GetTraceback(exc.get()));
             Ref ignored = Ref::steal(PyObject_CallFunctionObjArgs(
                 exit.get(), t, exc.get(), tb ? tb.get() : Py_None, nullptr));

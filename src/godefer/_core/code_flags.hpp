@@ -14,8 +14,8 @@ constexpr uintptr_t code_close_patched = 0x2;  // gh-140373 close() shortcut dis
 constexpr uintptr_t code_prepared = 0x4;       // made by godefer's preparation: drains itself
 constexpr uintptr_t code_open_coded = 0x8;     // keeps top-level defers in frame locals
 // Open-coded code objects also record where their state and result locals live.
-constexpr int code_state_shift = 8;
-constexpr int code_result_shift = 20;
+constexpr unsigned code_state_shift = 8;
+constexpr unsigned code_result_shift = 20;
 constexpr uintptr_t code_index_mask = 0xFFF;
 
 inline int code_flags(ModuleState* st, PyCodeObject* code, uintptr_t* flags) {

@@ -17,7 +17,7 @@ namespace godefer {
 namespace {
 
 constexpr int tool_candidates[] = {4, 3, 5};
-constexpr int generator_like = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR;
+constexpr unsigned generator_like = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR;
 
 PyObject* call_monitoring(PyObject* fn, std::initializer_list<PyObject*> args) {
     PyObject* argv[4] = {};
@@ -117,7 +117,8 @@ int watch_code(ModuleState* st, PyCodeObject* code) {
         }
         flags |= code_return_event;
     }
-    if ((flags & code_close_patched) == 0 && (code->co_flags & generator_like) != 0 &&
+    if ((flags & code_close_patched) == 0 &&
+        (static_cast<unsigned>(code->co_flags) & generator_like) != 0 &&
         compat::needs_close_shortcut_patch()) {
         if (compat::disable_close_shortcut(code) < 0) {
             return -1;

@@ -13,7 +13,7 @@ namespace {
 // another frame now lives at the same address. It must never fire for the new frame; whatever it
 // still holds runs now, with a warning, rather than being dropped.
 int salvage_stale(ModuleState* st, Scope* stale) {
-    if (stale->size() > 0 &&
+    if (stale->has_entries() &&
         PyErr_WarnEx(PyExc_RuntimeWarning,
                      "godefer: a frame exited without its deferred calls being run; running them "
                      "now",

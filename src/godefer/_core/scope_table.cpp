@@ -8,7 +8,7 @@ namespace {
 
 constexpr uintptr_t kind_mask = 0x3;
 constexpr uintptr_t has_kwnames_bit = 0x4;
-constexpr int nargs_shift = 3;
+constexpr unsigned nargs_shift = 3;
 
 PyObject* as_object(uintptr_t slot) noexcept { return reinterpret_cast<PyObject*>(slot); }
 uintptr_t as_slot(PyObject* obj) noexcept { return reinterpret_cast<uintptr_t>(obj); }

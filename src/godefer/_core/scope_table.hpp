@@ -74,7 +74,9 @@ class Scope {
 
     [[nodiscard]] std::size_t size() const noexcept { return slots_.size(); }
     [[nodiscard]] std::size_t capacity() const noexcept { return slots_.capacity(); }
-    [[nodiscard]] bool empty() const noexcept { return slots_.empty() && marks.empty(); }
+    [[nodiscard]] bool has_entries() const noexcept { return !slots_.empty(); }
+    // No entries and no open block: nothing for the frame's exit to do.
+    [[nodiscard]] bool idle() const noexcept { return slots_.empty() && marks.empty(); }
 
     // Binds a fresh or recycled record to a frame; release() unbinds it, keeping the buffers.
     void bind(compat::FrameKey key, PyObject* frame, bool prepared) noexcept;
@@ -135,7 +137,7 @@ class ScopeTable {
     };
     [[nodiscard]] std::size_t index_of(compat::FrameKey key) const noexcept {
         constexpr uint64_t fibonacci = 0x9E3779B97F4A7C15ULL;
-        return static_cast<std::size_t>((reinterpret_cast<uint64_t>(key) >> 4) * fibonacci >>
+        return static_cast<std::size_t>((reinterpret_cast<uint64_t>(key) >> 4U) * fibonacci >>
                                         shift_) &
                mask_;
     }
@@ -143,7 +145,7 @@ class ScopeTable {
 
     std::vector<Bucket> buckets_;
     std::size_t mask_ = 0;
-    int shift_ = 0;
+    unsigned shift_ = 0;
     std::size_t count_ = 0;
     std::vector<std::unique_ptr<Scope>> spare_;
 };

@@ -149,7 +149,7 @@ void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
 }
 
 void release_if_empty(ModuleState* st, Scope* scope) noexcept {
-    if (scope->empty() && !scope->armed && scope->unwinding == nullptr) {
+    if (scope->idle() && !scope->armed && scope->unwinding == nullptr) {
         st->table->erase(scope);
     }
 }
