@@ -5,26 +5,15 @@
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
 import traceback
 
 import pytest
 
 import godefer
 from godefer import ScopeBound, defer, errdefer, okdefer, scope, scoped
+from runtime_path import here, run_src
 
 GODEFER_DIR = os.path.dirname(os.path.abspath(godefer.__file__))
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
 
 
 def last_user_frame(exc: BaseException) -> traceback.FrameSummary:

@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import textwrap
 
 import pytest
 
 from godefer import defer, errdefer, okdefer, scope
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
-
-
-def raiser(exc: BaseException) -> None:
-    raise exc
+from runtime_path import raiser, run_src
 
 
 def test_block_runs_at_the_end_of_each_iteration():

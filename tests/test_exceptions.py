@@ -7,22 +7,12 @@ Each scheduled call behaves as if it had opened a ``try:`` at the point of sched
 from __future__ import annotations
 
 import sys
-import textwrap
 import traceback
 
 import pytest
 
 from godefer import defer, errdefer, okdefer
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
-
-
-def raiser(exc: BaseException) -> None:
-    raise exc
+from runtime_path import raiser, run_src
 
 
 def here() -> int:

@@ -11,22 +11,12 @@ import asyncio
 import contextlib
 import gc
 import sys
-import textwrap
 import types
 
 import pytest
 
 from godefer import defer, errdefer, okdefer
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
-
-
-def raiser(exc: BaseException) -> None:
-    raise exc
+from runtime_path import raiser, run_src
 
 
 @types.coroutine

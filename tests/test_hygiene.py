@@ -13,18 +13,12 @@ import asyncio
 import contextlib
 import gc
 import sys
-import textwrap
 import weakref
 
 import pytest
 
 from godefer import ScopeBound, defer, errdefer, okdefer, recover, scope, scoped
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
+from runtime_path import raiser, run_src
 
 
 class Obj:
@@ -35,10 +29,6 @@ class Obj:
 
     def method(self, *args, **kwargs):
         pass
-
-
-def raiser(exc: BaseException) -> None:
-    raise exc
 
 
 def noop(*args, **kwargs):

@@ -20,6 +20,7 @@ import pytest
 import godefer
 import godefer._core
 from godefer import defer, errdefer, okdefer
+from runtime_path import run_src
 
 SRC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(godefer.__file__)))
 
@@ -31,12 +32,6 @@ def subprocess_env() -> dict:
     if core_file.startswith(SRC_ROOT + os.sep):  # built in place: make the tree importable
         env["PYTHONPATH"] = SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
 
 
 # --- module files imported with importlib ----------------------------------------------------

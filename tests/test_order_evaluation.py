@@ -5,17 +5,10 @@ Runtime path; the key cases run again from an ``exec`` string (``"<string>"``, n
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from godefer import ScopeBound, defer, errdefer, okdefer, scoped
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
+from runtime_path import run_src
 
 
 class CM:

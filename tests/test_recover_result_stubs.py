@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-import textwrap
 import traceback
 
 import pytest
@@ -31,20 +30,7 @@ from godefer import (
     set_result,
 )
 from godefer import defer as d_alias
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
-
-
-def raiser(exc: BaseException) -> None:
-    raise exc
+from runtime_path import here, raiser, run_src
 
 
 def frames_named(exc: BaseException, name: str) -> list[int]:

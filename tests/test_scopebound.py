@@ -12,7 +12,6 @@ import gc
 import io
 import os
 import sys
-import textwrap
 import threading
 import traceback
 import weakref
@@ -21,18 +20,9 @@ import pytest
 
 import godefer
 from godefer import ScopeBound, defer, scope, scoped
+from runtime_path import here, run_src
 
 GODEFER_DIR = os.path.dirname(os.path.abspath(godefer.__file__))
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
 
 
 LOG: list = []

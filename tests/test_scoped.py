@@ -9,26 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import textwrap
 import traceback
 
 import pytest
 
 from godefer import NotPreparedError, defer, errdefer, okdefer, scope, scoped
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
-
-
-def raiser(exc: BaseException) -> None:
-    raise exc
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
+from runtime_path import here, raiser, run_src
 
 
 class CM:

@@ -15,14 +15,9 @@ import time
 import pytest
 
 from godefer import defer, errdefer, okdefer
+from runtime_path import run_src
 
 TIMEOUT = 30
-
-
-def run_src(src: str, **names: object) -> dict:
-    ns: dict = {"__name__": "godefer_exec_src", **names}
-    exec(compile(textwrap.dedent(src), "<string>", "exec"), ns)
-    return ns
 
 
 # --- threads ----------------------------------------------------------------------------
