@@ -124,7 +124,3 @@ def install() -> None:
             sys.meta_path.insert(i, GodeferFinder())
             return
     sys.meta_path.append(GodeferFinder())
-
-
-def uninstall() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, GodeferFinder)]

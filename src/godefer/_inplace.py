@@ -10,7 +10,6 @@ the runtime path).
 
 from __future__ import annotations
 
-import sys
 from types import CodeType, FrameType
 
 from godefer import _core, _rt
@@ -65,8 +64,3 @@ def prepare_running_modules(start: FrameType | None) -> None:
         _rt.mark_prepared(prepared)
         frame.f_globals[RT] = _rt
         _swap_consts(frame.f_code, prepared)
-
-
-def prepare_importers() -> None:
-    """Called once, at the end of godefer's own import."""
-    prepare_running_modules(sys._getframe(1))

@@ -87,11 +87,6 @@ class Aliases:
         return None
 
 
-def uses_godefer(tree: ast.AST) -> bool:
-    aliases = Aliases.of(tree)
-    return bool(aliases.names or aliases.modules)
-
-
 class PrepareError(SyntaxError):
     """A godefer construct that preparation rejects, reported at its file and line."""
 
@@ -790,9 +785,7 @@ def _is_future_import(stmt: ast.stmt) -> bool:
 def _split_head(body: list[ast.stmt], future: bool = True) -> tuple[list[ast.stmt], list[ast.stmt]]:
     """Docstring and `from __future__` imports, which must stay first."""
     head, rest = _split_docstring(body)
-    while (
-        future and rest and isinstance(rest[0], ast.ImportFrom) and rest[0].module == "__future__"
-    ):
+    while future and rest and _is_future_import(rest[0]):
         head.append(rest.pop(0))
     return head, rest
 
