@@ -181,6 +181,7 @@ class Preparer(ast.NodeTransformer):
         self.source_lines = source.splitlines()
         self.scopes: list[_Scope] = []
         self.prepared_any = False
+        self.open_coder: OpenCoder | None = None  # the open-coded function being rewritten
 
     # -- scopes -------------------------------------------------------------------------------
 
@@ -228,18 +229,29 @@ class Preparer(ast.NodeTransformer):
         self.scopes.append(_Scope(kind, _bound_names(node.body, node.args) | self._enclosing()))
         slots = self._open_coded_slots(node.body)
         if slots is not None:
-            node.body = OpenCoder(self, kind, _first_line(node)).rewrite(node.body, slots)
+            outer, self.open_coder = (
+                self.open_coder,
+                OpenCoder(self, kind, _first_line(node), slots),
+            )
+            try:
+                node.body = self.open_coder.rewrite(node.body)
+            finally:
+                self.open_coder = outer
             self.scopes.pop()
             self.prepared_any = True
             return node
-        node.body = self._visit_body(node.body)
+        outer, self.open_coder = self.open_coder, None  # nested generic function: no slots here
+        try:
+            node.body = self._visit_body(node.body)
+        finally:
+            self.open_coder = outer
         scope = self.scopes.pop()
         if scope.schedules:
             node.body = self._wrap_function(node.body, kind, _first_line(node))
         return node
 
     def _slot_call(self, stmt: ast.stmt) -> tuple[str, ast.Call] | None:
-        """(kind, call) when `stmt` is a top-level `defer(f, ...)` or `f(...) in defer`."""
+        """(kind, call) when `stmt` is a `defer(f, ...)` or `f(...) in defer` statement."""
         if not isinstance(stmt, ast.Expr):
             return None
         value, shadowed = stmt.value, self._shadowed()
@@ -264,13 +276,19 @@ class Preparer(ast.NodeTransformer):
         return None
 
     def _open_coded_slots(self, body: list[ast.stmt]) -> dict[int, tuple[str, ast.Call]] | None:
-        """Top-level defers of a function that can all live in frame locals, by statement index;
-        None when the function needs the generic handler (or schedules nothing)."""
+        """The defers of a function that can all live in frame locals, by id of their statement,
+        in textual order; None when the function needs the generic handler (or schedules
+        nothing). In a function, a statement outside any loop runs at most once per call, and
+        such statements run in textual order, so each can own a slot; a defer in a loop, in a
+        `with scope():` block or in an expression (or any scoped()) makes the function generic.
+        """
         slots: dict[int, tuple[str, ast.Call]] = {}
-        for index, stmt in enumerate(body):
+        for stmt, repeated in self._statements(body):
             slot = self._slot_call(stmt)
             if slot is not None:
-                slots[index] = slot
+                if repeated:
+                    return None
+                slots[id(stmt)] = slot
         if not slots or len(slots) > MAX_OPEN_CODED:
             return None
         # The expression naming defer/errdefer/okdefer in each slot (the statement form's
@@ -290,8 +308,31 @@ class Preparer(ast.NodeTransformer):
                 and id(expr) not in claimed
                 and (self.aliases.role(expr, shadowed) in SCHEDULERS)
             ):
-                return None  # scheduled elsewhere than a top-level statement, or scoped()
+                return None  # scheduled in an expression, or scoped()
         return slots
+
+    def _statements(
+        self, body: list[ast.stmt], repeated: bool = False
+    ) -> Iterable[tuple[ast.stmt, bool]]:
+        """The statements of a function body in textual order, each with whether it can run more
+        than once per call or belongs to a `with scope():` block (not to the function)."""
+        for stmt in body:
+            yield stmt, repeated
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue  # their own scopes
+            loop = isinstance(stmt, (ast.For, ast.AsyncFor, ast.While))
+            block = isinstance(stmt, (ast.With, ast.AsyncWith)) and any(
+                isinstance(item.context_expr, ast.Call)
+                and self.aliases.role(item.context_expr.func, self._shadowed()) == "scope"
+                for item in stmt.items
+            )
+            inner = repeated or loop or block
+            for part in ("body", "orelse", "finalbody"):
+                yield from self._statements(getattr(stmt, part, []), inner)
+            for handler in getattr(stmt, "handlers", []):
+                yield from self._statements(handler.body, inner)
+            for case in getattr(stmt, "cases", []):
+                yield from self._statements(case.body, inner)
 
     visit_FunctionDef = _visit_function
     visit_AsyncFunctionDef = _visit_function
@@ -321,7 +362,11 @@ class Preparer(ast.NodeTransformer):
             out.extend(new if isinstance(new, list) else [new])
         return out
 
-    def visit_Expr(self, node: ast.Expr) -> ast.stmt:
+    def visit_Expr(self, node: ast.Expr) -> ast.stmt | list[ast.stmt]:
+        if self.open_coder is not None and id(node) in self.open_coder.slot_calls:
+            # A defer nested in an if/try/with of an open-coded function: it may not be reached.
+            self.open_coder.may_skip.append(True)
+            return self.open_coder.slot(node, *self.open_coder.slot_calls[id(node)])
         value = node.value
         if isinstance(value, ast.Compare) and self._is_statement_form(value):
             call = value.left
@@ -489,8 +534,11 @@ class OpenCoder:
         (on an exception: __godefer_rt__.unwind_slots(exc, groups))
     """
 
-    def __init__(self, preparer: Preparer, kind: str, line: int) -> None:
+    def __init__(
+        self, preparer: Preparer, kind: str, line: int, slot_calls: dict[int, tuple[str, ast.Call]]
+    ) -> None:
         self.preparer = preparer
+        self.slot_calls = slot_calls  # id(statement) -> (role, call), in textual order
         self.line = line  # the def line: where inserted exception handlers report
         self.valued = kind != "async_generator"
         self.slots: list[tuple[str, list[tuple[str, ast.expr]]]] = []  # (kind, [(local, arg)])
@@ -499,21 +547,19 @@ class OpenCoder:
         # Per slot: whether a `return` can come before its statement (so it may be unreached).
         self.may_skip: list[bool] = []
 
-    def rewrite(
-        self, body: list[ast.stmt], slots: dict[int, tuple[str, ast.Call]]
-    ) -> list[ast.stmt]:
+    def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
         out: list[ast.stmt] = []
         returned = False  # a `return` at or before this point may skip later slots
         for index, stmt in enumerate(body):
             if docstring and index == 0:
                 continue
-            if index in slots:
+            if id(stmt) in self.slot_calls:
                 self.may_skip.append(returned)
-                out.extend(self._slot(stmt, *slots[index]))
+                out.extend(self.slot(stmt, *self.slot_calls[id(stmt)]))
             else:
                 returned = returned or any(isinstance(n, ast.Return) for n in _own_nodes([stmt]))
-                new = self.preparer.visit(stmt)
+                new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
                 if new is not None:
                     out.extend(new if isinstance(new, list) else [new])
         init = f"{STATE} = None\n{RV} = None\n" + "".join(
@@ -533,7 +579,7 @@ class OpenCoder:
 
     # -- one slot -----------------------------------------------------------------------------
 
-    def _slot(self, stmt: ast.stmt, role: str, call: ast.Call) -> list[ast.stmt]:
+    def slot(self, stmt: ast.stmt, role: str, call: ast.Call) -> list[ast.stmt]:
         i = len(self.slots)
         visit = self.preparer.visit
         callee = visit(call.args[0])
