@@ -31,7 +31,7 @@ long returning_slot(PyObject* state) {
 
 // Decodes the slot groups preparation passes (oldest first) into scope entries, leaving out
 // slots at and above `ran_from` (those a normal exit already called or passed).
-int encode_groups(PyObject* const* groups, Py_ssize_t count, std::vector<uintptr_t>& out,
+int encode_groups(PyObject* const* groups, Py_ssize_t count, PyVector<uintptr_t>& out,
                   Py_ssize_t ran_from) {
     for (Py_ssize_t i = 0; i < count && i < ran_from; ++i) {
         PyObject* group = groups[i];
@@ -73,7 +73,7 @@ int encode_groups(PyObject* const* groups, Py_ssize_t count, std::vector<uintptr
 // The record of the calling prepared frame with the slots put under its own entries.
 Scope* scope_with_slots(ModuleState* st, _PyInterpreterFrame* frame, PyObject* const* groups,
                         Py_ssize_t count, Py_ssize_t ran_from) {
-    std::vector<uintptr_t> encoded;
+    PyVector<uintptr_t> encoded;
     if (encode_groups(groups, count, encoded, ran_from) < 0) {
         return nullptr;
     }

@@ -65,7 +65,7 @@ void Scope::release() noexcept {
     Py_XDECREF(old);
 }
 
-void Scope::encode(std::vector<uintptr_t>& out, Kind kind, PyObject* fn, PyObject* const* args,
+void Scope::encode(PyVector<uintptr_t>& out, Kind kind, PyObject* fn, PyObject* const* args,
                    std::size_t nargs, PyObject* kwnames) {
     out.push_back(as_slot(Py_NewRef(fn)));
     for (std::size_t i = 0; i < nargs; ++i) {
@@ -85,7 +85,7 @@ void Scope::push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nar
     encode(slots_, kind, fn, args, nargs, kwnames);
 }
 
-void Scope::push_bottom(const std::vector<uintptr_t>& encoded) {
+void Scope::push_bottom(const PyVector<uintptr_t>& encoded) {
     slots_.insert(slots_.begin(), encoded.begin(), encoded.end());
     for (std::size_t& mark : marks) {
         mark += encoded.size();
@@ -123,7 +123,7 @@ ScopeTable::ScopeTable() : buckets_(initial_buckets), mask_(initial_buckets - 1)
 ScopeTable::~ScopeTable() { clear(); }
 
 void ScopeTable::grow() {
-    std::vector<Bucket> old = std::move(buckets_);
+    PyVector<Bucket> old = std::move(buckets_);
     buckets_.assign(old.size() * 2, Bucket{});
     mask_ = buckets_.size() - 1;
     --shift_;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compat.hpp"
+#include "pymem_allocator.hpp"
 #include "pyref.hpp"
 
 namespace godefer {
@@ -65,9 +66,9 @@ class Scope {
     // Takes new references to everything; `args` holds positional then keyword values.
     void push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs, PyObject* kwnames);
     // Inserts entries below all existing ones (they ran earlier, so they run later).
-    void push_bottom(const std::vector<uintptr_t>& encoded);
+    void push_bottom(const PyVector<uintptr_t>& encoded);
     // Encodes an entry the way push() stores it, into `out` (taking new references).
-    static void encode(std::vector<uintptr_t>& out, Kind kind, PyObject* fn, PyObject* const* args,
+    static void encode(PyVector<uintptr_t>& out, Kind kind, PyObject* fn, PyObject* const* args,
                        std::size_t nargs, PyObject* kwnames);
     // Moves the last entry into `out`. Precondition: size() > 0.
     void pop(PoppedEntry& out);
@@ -86,7 +87,7 @@ class Scope {
     PyObject* frame = nullptr;         // runtime records: strong reference to the frame object
     bool prepared = false;             // the frame's own code drains this record at exit
     bool open_coded = false;           // ... and keeps its top-level defers in locals
-    std::vector<std::size_t> marks;    // slot index where each open block scope starts
+    PyVector<std::size_t> marks;       // slot index where each open block scope starts
     bool armed = false;                // a frame-exit hook watches this frame
     UnwindState* unwinding = nullptr;  // the drain in progress, if any
 #ifdef GODEFER_USE_TRACING
@@ -94,7 +95,7 @@ class Scope {
 #endif
 
    private:
-    std::vector<uintptr_t> slots_;
+    PyVector<uintptr_t> slots_;
 };
 
 // Frame key -> record, open addressing with linear probing and backward-shift deletion: no
@@ -128,7 +129,7 @@ class ScopeTable {
 
     // Records being drained right now (any thread), innermost last: recover() and result() look
     // here for the scope whose deferred call is asking.
-    std::vector<Scope*> draining;
+    PyVector<Scope*> draining;
 
    private:
     struct Bucket {
@@ -143,7 +144,7 @@ class ScopeTable {
     }
     void grow();
 
-    std::vector<Bucket> buckets_;
+    PyVector<Bucket> buckets_;
     std::size_t mask_ = 0;
     unsigned shift_ = 0;
     std::size_t count_ = 0;
