@@ -25,7 +25,7 @@ struct PyRawAllocator {
         }
         return static_cast<T*>(p);
     }
-    void deallocate(T* p, std::size_t /*n*/) noexcept { PyMem_RawFree(p); }
+    void deallocate(T* p, std::size_t /*n*/) noexcept { PyMem_RawFree(static_cast<void*>(p)); }
 
     template <typename U>
     bool operator==(const PyRawAllocator<U>& /*other*/) const noexcept {
