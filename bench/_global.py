@@ -26,9 +26,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORKLOAD = HERE / "_workload.py"
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-from _workload import MODES, WORKLOADS  # noqa: E402
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench._workload import MODES, WORKLOADS  # noqa: E402
 
 SLOW_MODES = ("python_defer_imported", "python_defer_pending")  # a tracer on every call
 

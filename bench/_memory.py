@@ -12,9 +12,9 @@ call beyond the callable and its arguments. Each function is called once with ``
 
 Two views:
 
-``tracemalloc``  what Python's allocators hand out (``tracemalloc.get_traced_memory``). It does
-                 not see memory a C/C++ extension takes with malloc/new, which is where
-                 godefer's core keeps its entries.
+``tracemalloc``  what Python's allocators hand out (``tracemalloc.get_traced_memory``),
+                 ``PyMem_RawMalloc`` included. It does not see memory an extension takes with
+                 plain malloc/new.
 ``heap``         the whole process heap: the worker runs with ``PYTHONMALLOC=malloc`` (so Python
                  objects come from malloc too) and glibc's per-thread cache off
                  (``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``, so a freed block counts as
@@ -106,7 +106,7 @@ def _build(key: str):
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         (name, ctypes.c_size_t)
         for name in (
             "arena",

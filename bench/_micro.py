@@ -156,8 +156,13 @@ def one_defer_candidates() -> list[Candidate]:
         ),
         Candidate(
             "godefer_prepared_block",
-            "godefer prepared: defer in an if (core-held)",
+            "godefer prepared: defer inside an if (open-coded)",
             lambda: prepared("one_defer_in_block"),
+        ),
+        Candidate(
+            "godefer_prepared_core",
+            "godefer prepared: _ = defer(fn) (core-held)",
+            lambda: prepared("one_defer_core"),
         ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),
         Candidate("exitstack", "contextlib.ExitStack().callback(fn)", plain(EXITSTACK_ONE)),
@@ -204,7 +209,9 @@ def loop_candidates() -> list[Candidate]:
             "exitstack",
             "contextlib.ExitStack",
             lambda: exec_function(
-                _src("with ExitStack() as st:\n    for _ in range(n):\n        st.callback(fn)", args),
+                _src(
+                    "with ExitStack() as st:\n    for _ in range(n):\n        st.callback(fn)", args
+                ),
                 {"ExitStack": contextlib.ExitStack},
             ),
         ),
@@ -357,6 +364,7 @@ def measure(
     kind: str,
     budget_s: float,
     repeats: int,
+    *,
     arg=None,
     expected: int = 1,
 ) -> list[Candidate]:

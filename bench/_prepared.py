@@ -4,10 +4,11 @@ godefer's import hook rewrites modules that import it before their code first ru
 path of DESIGN.md section 3). The bench imports this module lazily, only in the measurements
 that are about godefer, and reports whether each code object was actually rewritten.
 
-Top-level ``defer`` statements (up to 8 in a function) are open-coded: kept in frame locals and
-called inline on return. A defer anywhere else (inside an ``if``, a loop) makes the function keep
-its deferred calls in the C++ core, keyed by the frame. ``raise_ten`` has more top-level defers
-than open coding takes, so it uses the core too.
+``defer`` statements outside loops (up to 8 in a function, top level or inside an ``if``) are
+open-coded: kept in frame locals and called inline on return. A defer in a loop, in an
+expression or in a ``with scope():`` block makes the function keep its deferred calls in the C++
+core, keyed by the frame (``one_defer_core`` is the cheapest way to get that for one call).
+``raise_ten`` has more defers than open coding takes, so it uses the core too.
 """
 
 from godefer import defer
@@ -26,6 +27,10 @@ def one_defer(fn):
 def one_defer_in_block(fn):
     if fn:
         defer(fn)
+
+
+def one_defer_core(fn):
+    _ = defer(fn)
 
 
 def loop_defer(fn, n):

@@ -44,7 +44,9 @@ def find_python(minor: str) -> str | None:
 
 def source_stamp() -> str:
     h = hashlib.sha256()
-    files = sorted(p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(
+        p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
     files += [ROOT / "pyproject.toml", ROOT / "CMakeLists.txt"]
     for p in files:
         if p.exists():
