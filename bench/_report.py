@@ -75,12 +75,12 @@ def bars(res: dict) -> list[dict]:
     r = ratio("godefer_prepared")
     add(
         f"prepared, top-level defer <= {BAR_TOPLEVEL}x try/finally",
-        f"{r:.2f}x" if r else "n/a",
+        f"{r:.3f}x" if r else "n/a",
         _met(r, BAR_TOPLEVEL),
     )
     add(
         f"prepared, top-level defer <= {BAR_PREPARED}x try/finally",
-        f"{r:.2f}x" if r else "n/a",
+        f"{r:.3f}x" if r else "n/a",
         _met(r, BAR_PREPARED),
     )
     for key, what in (
@@ -90,18 +90,18 @@ def bars(res: dict) -> list[dict]:
         r = ratio(key)
         add(
             f"prepared, defer {what} <= {BAR_PREPARED}x try/finally",
-            f"{r:.2f}x" if r else "n/a",
+            f"{r:.3f}x" if r else "n/a",
             _met(r, BAR_PREPARED),
         )
     r = ratio("godefer_runtime")
     if minor >= (3, 12):
         add(
-            f"runtime path <= {BAR_RUNTIME:g}x try/finally", f"{r:.2f}x" if r else "n/a", _met(r, 3)
+            f"runtime path <= {BAR_RUNTIME:g}x try/finally", f"{r:.3f}x" if r else "n/a", _met(r, 3)
         )
     else:
         add(
             f"runtime path <= {BAR_RUNTIME:g}x try/finally",
-            f"{r:.2f}x" if r else "n/a",
+            f"{r:.3f}x" if r else "n/a",
             None,
             "bar applies to 3.12+",
         )

@@ -207,8 +207,17 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--plot", metavar="PATH", help="write the main table as a PNG (matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--report", metavar="JSON", help="print the tables of a saved --all-versions JSON again"
+    )
     parser.add_argument("--render-plot", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        for res in saved["versions"].values():
+            print(_report.version_report(res))
+        print(_report.combined_report(saved["versions"]))
+        return 0
     if args.render_plot:
         try:
             _report.plot(json.loads(Path(args.render_plot).read_text()), args.plot)
