@@ -1250,6 +1250,28 @@ def dynamic_features(prog: Program, outcome: Outcome) -> Counter:
 # --------------------------------------------------------------------------------------------
 
 
+def require_feature_coverage(
+    static: Counter,
+    dynamic: Counter,
+    need_static: dict[str, float],
+    need_dynamic: dict[str, float],
+    *,
+    total: int,
+    what: str,
+) -> None:
+    """Fail unless each feature occurred in at least its fraction of `total` programs, so a
+    differential test can never pass on programs that exercise nothing."""
+    short = [
+        f"{k}: {counts[k]} < {frac:.0%} of {total}"
+        for counts, need in ((static, need_static), (dynamic, need_dynamic))
+        for k, frac in need.items()
+        if counts[k] < frac * total
+    ]
+    print(f"static features: {dict(sorted(static.items()))}")
+    print(f"dynamic features: {dict(sorted(dynamic.items()))}")
+    assert not short, f"{what} coverage too low: {short}"
+
+
 def _stmt_variants(s: Stmt) -> Iterator[tuple]:
     """Smaller replacements (as statement sequences) for ``s``."""
     if isinstance(s, Scope):

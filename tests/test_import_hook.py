@@ -22,10 +22,9 @@ import pytest
 import godefer
 import godefer._core
 import godefer._rt
+from child_process import child_env
 from godefer import NotPreparedError
 from godefer._import_hook import CACHE_SUFFIX, GodeferFinder, GodeferLoader, cache_path
-
-SRC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(godefer.__file__)))
 
 USES_GODEFER = """\
 from godefer import defer
@@ -82,25 +81,12 @@ print(json.dumps(result))
 """
 
 
-def child_env(write_bytecode: bool, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.pop("GODEFER_PREPARE", None)
-    if not write_bytecode:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    core_file = os.path.abspath(getattr(godefer._core, "__file__", "") or "")
-    if core_file.startswith(SRC_ROOT + os.sep):  # built in place: make the tree importable
-        env["PYTHONPATH"] = SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
 def run_child(tmp_path, name: str, write_bytecode: bool, *flags: str, **extra: str) -> dict:
     proc = subprocess.run(
         [sys.executable, *flags, "-c", CHILD, name],
         check=False,
         cwd=tmp_path,
-        env=child_env(write_bytecode, **extra),
+        env=child_env(write_bytecode=write_bytecode, **extra),
         capture_output=True,
         text=True,
         timeout=120,

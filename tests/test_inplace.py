@@ -8,25 +8,11 @@ in prepared code, so a script whose functions use it and work proves they were p
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 
-import godefer
-import godefer._core
-
-SRC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(godefer.__file__)))
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("GODEFER_PREPARE", None)
-    core_file = os.path.abspath(getattr(godefer._core, "__file__", "") or "")
-    if core_file.startswith(SRC_ROOT + os.sep):  # built in place: make the tree importable
-        env["PYTHONPATH"] = SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
+from child_process import child_env
 
 
 def run_script(tmp_path, src: str, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -670,15 +670,14 @@ def test_selfcheck_generator_coverage():
         "caught": 0.08,
         "caught_with_context": 0.01,
     }
-    short = [
-        f"{k}: {counts[k]} < {frac:.0%} of {len(programs)}"
-        for counts, need in ((static, need_static), (dynamic, need_dynamic))
-        for k, frac in need.items()
-        if counts[k] < frac * len(programs)
-    ]
-    print(f"static features: {dict(sorted(static.items()))}")
-    print(f"dynamic features: {dict(sorted(dynamic.items()))}")
-    assert not short, f"generator coverage too low (seed={SEED!r}): {short}"
+    op.require_feature_coverage(
+        static,
+        dynamic,
+        need_static,
+        need_dynamic,
+        total=len(programs),
+        what=f"generator (seed={SEED!r})",
+    )
 
 
 def test_selfcheck_rendered_module_is_importable(tmp_path, monkeypatch):

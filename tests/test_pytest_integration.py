@@ -8,7 +8,6 @@ detail when pytest rewrote it).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,8 +17,10 @@ import pytest
 
 import godefer
 import godefer._core
+from child_process import child_env
 
-SRC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(godefer.__file__)))
+# The child pytest must load its plugins (godefer's included) as a user's would.
+PYTEST_VARIABLES = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
 
 TEST_MODULE = """\
 from godefer import defer, recover
@@ -55,31 +56,12 @@ def test_rewritten_assertion_fails():
 """
 
 
-def child_env(write_bytecode: bool, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in (
-        "PYTHONDONTWRITEBYTECODE",
-        "GODEFER_PREPARE",
-        "PYTEST_ADDOPTS",
-        "PYTEST_PLUGINS",
-        "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
-    ):
-        env.pop(name, None)
-    if not write_bytecode:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    core_file = os.path.abspath(getattr(godefer._core, "__file__", "") or "")
-    if core_file.startswith(SRC_ROOT + os.sep):  # built in place: make the tree importable
-        env["PYTHONPATH"] = SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
 def run_pytest(tmp_path, *args: str, write_bytecode: bool = False, **extra: str):
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         check=False,
         cwd=tmp_path,
-        env=child_env(write_bytecode, **extra),
+        env=child_env(write_bytecode=write_bytecode, drop=PYTEST_VARIABLES, **extra),
         capture_output=True,
         text=True,
         timeout=300,
