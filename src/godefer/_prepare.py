@@ -498,8 +498,16 @@ else:
         return self.scopes[-1].kind if self.scopes else "module"
 
 
-MAX_OPEN_CODED = 8
-OPEN_RETURNING = 10  # state while slot i is called on return: OPEN_RETURNING + i
+MAX_OPEN_CODED = 16
+# Values of the state local of an open-coded function besides None (running); the core reads
+# them too (open_coded.hpp).
+OPEN_BODY_RAISED = 1  # the body raised: the handler calls the reached slots inline
+OPEN_CORE = 3  # the core holds entries of this frame: it runs everything at the exit
+OPEN_CORE_DONE = 4  # the core ran (or is running) the exit
+OPEN_CORE_RAISED = 5  # the body raised and the core holds entries of this frame
+OPEN_RETURNING = 100  # + i: slot i is being called on return
+OPEN_UNWINDING = 200  # + i: slot i is being called with the body's exception in flight
+OPEN_RECOVERED = 300  # + i: slot i recovered that exception
 KIND_CODES = {"defer": 0, "errdefer": 1, "okdefer": 2}
 
 
@@ -569,12 +577,9 @@ class OpenCoder:
         has_value_return = any(
             isinstance(n, ast.Return) and n.value is not None for n in _own_nodes(body)
         )
-        return docstring + _exit_structure(
-            init=[_at_line(s, first) for s in _parse(init)],
-            body=out + (_fall_off(self.valued) if has_value_return else []),
-            on_return=self._on_return(),
-            on_exception=self._on_exception(),
-            line=self.line,
+        return docstring + self.exit_structure(
+            [_at_line(s, first) for s in _parse(init)],
+            out + (_fall_off(self.valued) if has_value_return else []),
         )
 
     # -- one slot -----------------------------------------------------------------------------
@@ -667,18 +672,16 @@ class OpenCoder:
             groups.append(ast.BoolOp(op=ast.And(), values=[reached, group]))
         return groups
 
-    def _core_call(self, attr: str, first: ast.expr) -> ast.Call:
+    def _core_call(self, attr: str, result: ast.expr, state: ast.expr) -> ast.Call:
         return ast.Call(
             func=ast.Attribute(value=_name(RT), attr=attr, ctx=ast.Load()),
-            args=[first, *self._groups()],
+            args=[result, state, *self._groups()],
             keywords=[],
         )
 
-    def _on_exception(self) -> list[ast.stmt]:
-        """Body or exit raised: the core runs the reached slots not yet run (and its own
-        entries); the state says how far a normal exit had got."""
-        call = self._core_call("unwind_slots", _name(EXC))
-        call.args.insert(1, _name(STATE))
+    def _leave(self, call: ast.Call) -> list[ast.stmt]:
+        """Hand the exit to the core: `call` returns RERAISE (the exception in flight goes on),
+        the value to return after a recovery, or raises what replaced the exception."""
         if self.valued:
             stmts = _parse(f"{RV} = None\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}")
             assign = stmts[0]
@@ -691,40 +694,151 @@ class OpenCoder:
         test.test.left = call
         return stmts
 
+    def _result(self) -> ast.expr:
+        return _name(RV) if self.valued else ast.Constant(None)
+
+    def _call_slot(self, i: int) -> ast.Expr:
+        call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
+        return ast.Expr(
+            ast.Call(func=_name(f"__godefer_{i}__"), args=call_args, keywords=call_keywords)
+        )
+
+    def _unwinding_chain(self) -> tuple[list[ast.stmt], int | None]:
+        """The body raised: call the reached slots inline, last first, each announced in the
+        state (OPEN_UNWINDING + i). A recover() in slot i sets OPEN_RECOVERED + i, which ends
+        the chain; a slot raising leaves the chain for the core. okdefer slots do not run with
+        an exception in flight. Returns the chain and the state it ends in (None: no slot)."""
+        chain: list[ast.stmt] = []
+        inner = chain
+        last: int | None = None
+        for i in reversed(range(len(self.slots))):
+            if self.slots[i][0] == "okdefer":
+                continue
+            if last is not None:
+                guard = _parse(f"if {STATE} == {OPEN_UNWINDING + last}:\n    pass")[0]
+                assert isinstance(guard, ast.If)
+                guard.body = []
+                inner.append(guard)
+                inner = guard.body
+            step = _parse(f"if __godefer_{i}__ is not None:\n    pass")[0]
+            assert isinstance(step, ast.If)
+            step.body = [self._call_slot(i)]
+            inner += [*_parse(f"{STATE} = {OPEN_UNWINDING + i}"), step]
+            last = i
+        return chain, None if last is None else OPEN_UNWINDING + last
+
+    def _on_exception(self) -> list[ast.stmt]:
+        """The located handler's body: the exception leaving the body (state 1) runs the reached
+        slots inline; anything else (a slot raised on return, the core holds entries of this
+        frame) goes to the core. Its result starts as None: a function leaving by an exception
+        has no value unless a deferred call sets one."""
+        out = _parse(f"{RV} = None") if self.valued else []
+        chain, end = self._unwinding_chain()
+        inline = _parse(f"if {STATE} == {OPEN_BODY_RAISED}:\n    pass")[0]
+        assert isinstance(inline, ast.If)
+        if chain:
+            guarded = _parse("try:\n    pass\nexcept BaseException:\n    pass")[0]
+            assert isinstance(guarded, ast.Try)
+            guarded.body = chain
+            guarded.handlers[0].body = self._leave(
+                self._core_call("unwind_slots", self._result(), _name(STATE))
+            )
+            recovered = _parse(f"if {STATE} != {end}:\n    pass")[0]
+            assert isinstance(recovered, ast.If)
+            recovered.body = self._leave_recovered()
+            # In the `else`, which the chain falls into: a jump out of the `try` would have no
+            # location, and landing on located code again reports the line a second time.
+            guarded.orelse = [recovered, ast.Raise()]
+            inline.body = [guarded]
+        else:
+            inline.body = [ast.Raise()]
+        done = _parse(f"if {STATE} == {OPEN_CORE_DONE}:\n    raise")
+        core = self._leave(self._core_call("unwind_slots", self._result(), _name(STATE)))
+        return [*out, inline, *done, *core]
+
+    def _leave_recovered(self) -> list[ast.stmt]:
+        call = self._core_call("complete_slots", self._result(), _name(STATE))
+        if self.valued:
+            return [ast.Return(call)]
+        return [ast.Expr(call), ast.Return()]
+
     def _on_return(self) -> list[ast.stmt]:
         """Returning: call the reached slots inline, last first, each announced in the state
-        (10 + its index: the core then knows which already ran if one raises, and result() /
-        set_result() know the frame is returning); or, when the core holds entries of this frame
-        too, let it run everything."""
+        (OPEN_RETURNING + its index: the core then knows which already ran if one raises, and
+        result() / set_result() know the frame is returning); or, when the core holds entries
+        of this frame too, let it run everything."""
         inline: list[ast.stmt] = []
         for i in reversed(range(len(self.slots))):
             if self.slots[i][0] == "errdefer":
                 continue  # passed with nothing in flight
-            call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
-            call = ast.Expr(
-                ast.Call(func=_name(f"__godefer_{i}__"), args=call_args, keywords=call_keywords)
-            )
             announce = _parse(f"{STATE} = {OPEN_RETURNING + i}")
             if self.may_skip[i]:
                 step = _parse(f"if __godefer_{i}__ is not None:\n    pass")[0]
                 assert isinstance(step, ast.If)
-                step.body = [*announce, call]
+                step.body = [*announce, self._call_slot(i)]
                 inline.append(step)
             else:
-                inline += [*announce, call]
+                inline += [*announce, self._call_slot(i)]
         if not inline:
             inline = _parse(f"{STATE} = {OPEN_RETURNING}")
         inline += _parse(f"return {RV}" if self.valued else "return")
         normal = _parse(f"if {STATE} is None:\n    pass")[0]
         assert isinstance(normal, ast.If)
         normal.body = inline
-        core = _parse(f"if {STATE} == 3:\n    {STATE} = 4")[0]
+        core = _parse(f"if {STATE} == {OPEN_CORE}:\n    {STATE} = {OPEN_CORE_DONE}")[0]
         assert isinstance(core, ast.If)
-        complete = self._core_call(
-            "complete_slots", _name(RV) if self.valued else ast.Constant(None)
-        )
+        complete = self._core_call("complete_slots", self._result(), ast.Constant(OPEN_CORE))
         core.body += [ast.Return(complete)] if self.valued else [ast.Expr(complete), ast.Return()]
         return [normal, core]
+
+    def exit_structure(self, init: list[ast.stmt], body: list[ast.stmt]) -> list[ast.stmt]:
+        """The exit handler around an open-coded body:
+
+            <init>
+            try:
+                try:
+                    <body>
+                except BaseException:          # no location: marks the path, re-raises
+                    if __godefer_st__ is None:
+                        __godefer_st__ = 1     # the body raised: slots run inline
+                        raise
+                    __godefer_st__ = 5         # ... and the core holds entries too
+                    raise
+                finally:
+                    <_on_return>               # no location: inherits the `return`'s line
+            except BaseException:              # the scope's first line (see _at_line)
+                <_on_exception>
+
+        The located handler comes last on every exception path, so an exception exit reports
+        the scope's first line once, and the frame leaves from that line. It has no `as` name,
+        whose cleanup would cost one more handler on the way out: the core reads the exception
+        being handled itself.
+        """
+        template = f"""
+try:
+    try:
+        pass
+    except BaseException:
+        if {STATE} is None:
+            {STATE} = {OPEN_BODY_RAISED}
+            raise
+        {STATE} = {OPEN_CORE_RAISED}
+        raise
+    finally:
+        pass
+except BaseException:
+    pass
+"""
+        outer = _no_location(ast.parse(template).body[0])
+        assert isinstance(outer, ast.Try)
+        inner = outer.body[0]
+        assert isinstance(inner, ast.Try)
+        inner.body = body
+        inner.finalbody = [_no_location(s) for s in self._on_return()]
+        handler = outer.handlers[0]
+        handler.body = self._on_exception()
+        _at_line(handler, self.line)
+        return [*init, outer]
 
 
 def _exit_structure(

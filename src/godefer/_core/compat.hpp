@@ -83,12 +83,16 @@ inline _PyInterpreterFrame* caller_frame(_PyInterpreterFrame* frame) noexcept {
 // depth 0), CPython's PUSH_EXC_INFO left the handled exception that enclosed the scope in the
 // first value-stack slot: what sys.exception() must show after a recovery. Null if the slot does
 // not hold an exception or None (then the caller falls back to the current one).
-inline PyObject* enclosing_handled_exception(_PyInterpreterFrame* frame) noexcept {
-    PyObject* saved = frame->localsplus[iframe_code(frame)->co_nlocalsplus];
+inline PyObject* saved_exception_at(_PyInterpreterFrame* frame, int depth) noexcept {
+    PyObject* saved = frame->localsplus[iframe_code(frame)->co_nlocalsplus + depth];
     if (saved == Py_None || (saved != nullptr && PyExceptionInstance_Check(saved))) {
         return saved;
     }
     return nullptr;
+}
+
+inline PyObject* enclosing_handled_exception(_PyInterpreterFrame* frame) noexcept {
+    return saved_exception_at(frame, 0);
 }
 
 #if PY_VERSION_HEX < 0x030C0000

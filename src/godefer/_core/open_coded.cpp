@@ -20,13 +20,11 @@ int local_index(PyCodeObject* code, const char* name) {
     return -1;
 }
 
-// While returning, the state is open_state_returning + the index of the slot being called.
-long returning_slot(PyObject* state) {
+long state_value(PyObject* state) {
     if (state == nullptr || !PyLong_CheckExact(state)) {
         return -1;
     }
-    const long value = PyLong_AsLong(state);
-    return value >= open_state_returning ? value - open_state_returning : -1;
+    return PyLong_AsLong(state);
 }
 
 // Decodes the slot groups preparation passes (oldest first) into scope entries, leaving out
@@ -94,6 +92,29 @@ OpenCodedLocals open_coded_locals(ModuleState* st, PyCodeObject* code) {
             static_cast<int>((flags >> code_result_shift) & code_index_mask)};
 }
 
+InlineExit inline_exit(ModuleState* st, _PyInterpreterFrame* frame) {
+    InlineExit out;
+    if (frame == nullptr) {
+        return out;
+    }
+    const OpenCodedLocals locals = open_coded_locals(st, compat::iframe_code(frame));
+    if (locals.state < 0) {
+        return out;
+    }
+    const long value = state_value(frame->localsplus[locals.state]);
+    if (value < open_state_returning || value >= open_state_recovered + open_state_span) {
+        return out;
+    }
+    static constexpr InlinePhase phases[] = {InlinePhase::returning, InlinePhase::unwinding,
+                                             InlinePhase::recovered};
+    const long band = (value - open_state_returning) / open_state_span;
+    out.phase = phases[band];
+    out.slot = (value - open_state_returning) % open_state_span;
+    out.state = &frame->localsplus[locals.state];
+    out.result = &frame->localsplus[locals.result];
+    return out;
+}
+
 int note_core_entry(ModuleState* st, void* frame_ptr) {
     auto* frame = static_cast<_PyInterpreterFrame*>(frame_ptr);
     const OpenCodedLocals locals = open_coded_locals(st, compat::iframe_code(frame));
@@ -112,54 +133,53 @@ int note_core_entry(ModuleState* st, void* frame_ptr) {
 
 namespace {
 
-PyObject** returning_result(ModuleState* st, _PyInterpreterFrame* frame) {
-    if (frame == nullptr) {
-        return nullptr;
-    }
-    const OpenCodedLocals locals = open_coded_locals(st, compat::iframe_code(frame));
-    if (locals.state < 0 || returning_slot(frame->localsplus[locals.state]) < 0) {
-        return nullptr;
-    }
-    return &frame->localsplus[locals.result];
+// Slots at and above `ran_from` already ran (or were passed) inline.
+Py_ssize_t ran_from(long state, long band) {
+    return state >= band && state < band + open_state_span ? state - band : PY_SSIZE_T_MAX;
 }
 
 }  // namespace
 
-PyObject** inline_result_slot(ModuleState* st) {
-    // The nearest frame up the stack that is calling its slots inline on return: the slot
-    // function's caller, or the current frame when the slot is result/set_result itself.
-    for (_PyInterpreterFrame* frame =
-             compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
-         frame != nullptr; frame = compat::caller_frame(frame)) {
-        if (PyObject** slot = returning_result(st, frame)) {
-            return slot;
-        }
-    }
-    return nullptr;
-}
-
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
-    // (exc, state, *groups): the state tells whether the exception comes from the body (every
-    // reached slot is pending) or from slot k called on return (slots below k are pending).
     ModuleState* st = module_state(module);
     _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    const long calling = returning_slot(args[1]);
-    Scope* scope =
-        scope_with_slots(st, frame, args + 2, nargs - 2, calling >= 0 ? calling : PY_SSIZE_T_MAX);
+    Ref exc = Ref::steal(PyErr_GetHandledException());
+    if (frame == nullptr || nargs < 2 || !exc || exc.get() == Py_None) {
+        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_unwind_slots() outside its handler");
+        return nullptr;
+    }
+    const long state = state_value(args[1]);
+    const Py_ssize_t pending = state >= open_state_unwinding
+                                   ? ran_from(state, open_state_unwinding)
+                                   : ran_from(state, open_state_returning);
+    // The located handler is at the frame's stack depth 0, where PUSH_EXC_INFO saved the
+    // exception that enclosed the scope.
+    PyObject* outer = compat::enclosing_handled_exception(frame);
+    Scope* scope = scope_with_slots(st, frame, args + 2, nargs - 2, pending);
     if (scope == nullptr) {
         return nullptr;
     }
-    return unwind_scope(st, scope, args[0], compat::enclosing_handled_exception(frame));
+    return unwind_scope(st, scope, exc.get(), outer, args[0]);
 }
 
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     ModuleState* st = module_state(module);
     _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    Scope* scope = scope_with_slots(st, frame, args + 1, nargs - 1, PY_SSIZE_T_MAX);
+    if (frame == nullptr || nargs < 2) {
+        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_complete_slots() misused");
+        return nullptr;
+    }
+    const long state = state_value(args[1]);
+    const Py_ssize_t pending = ran_from(state, open_state_recovered);
+    // After a recovery the handler of the body is still running: what sys.exception() shows
+    // from now on is the exception that enclosed the scope, saved in the first stack slot.
+    PyObject* outer =
+        pending != PY_SSIZE_T_MAX ? compat::enclosing_handled_exception(frame) : nullptr;
+    Scope* scope = scope_with_slots(st, frame, args + 2, nargs - 2, pending);
     if (scope == nullptr) {
         return nullptr;
     }
-    return complete_scope(st, scope, args[0]);
+    return complete_scope(st, scope, args[0], outer);
 }
 
 PyObject* mark_open_coded(PyObject* module, PyObject* code_obj) {

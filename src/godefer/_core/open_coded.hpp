@@ -7,6 +7,7 @@
 
 #include <Python.h>
 
+#include "compat.hpp"
 #include "module_state.hpp"
 #include "scope_table.hpp"
 
@@ -21,20 +22,38 @@ struct OpenCodedLocals {
 OpenCodedLocals open_coded_locals(ModuleState* st, PyCodeObject* code);
 
 // State values of `__godefer_st__` in an open-coded frame (None while the body runs: preparation
-// tests it with `is None`, which CPython specialises, unlike an int's truth value).
-constexpr long open_state_unwinding = 1;
-constexpr long open_state_returning = 10;  // + i: calling slot i inline on return
-constexpr long open_state_core = 3;        // the core holds entries too: exit through the core
+// tests it with `is None`, which CPython specialises, unlike an int's truth value). Preparation
+// writes the same numbers (_prepare.py, OPEN_*).
+constexpr long open_state_body_raised = 1;  // the body raised: slots are called inline
+constexpr long open_state_core = 3;         // the core holds entries too: exit through the core
+constexpr long open_state_core_done = 4;    // the core ran (or is running) the exit
+constexpr long open_state_core_raised = 5;  // the body raised and the core holds entries
+constexpr long open_state_returning = 100;  // + i: calling slot i inline on return
+constexpr long open_state_unwinding = 200;  // + i: calling slot i inline, the body's exception
+                                            // in flight
+constexpr long open_state_recovered = 300;  // + i: slot i recovered that exception
+constexpr long open_state_span = 100;
+
+// Where an open-coded frame is in calling its slots inline.
+enum class InlinePhase : uint8_t { none, returning, unwinding, recovered };
+struct InlineExit {
+    InlinePhase phase = InlinePhase::none;
+    long slot = -1;               // the slot being called
+    PyObject** state = nullptr;   // the frame's state local
+    PyObject** result = nullptr;  // the frame's result local
+};
+InlineExit inline_exit(ModuleState* st, _PyInterpreterFrame* frame);
 
 // A registration the core made in an open-coded frame: from now on the frame exits through the
 // core. `frame` is a _PyInterpreterFrame*.
 int note_core_entry(ModuleState* st, void* frame);
 
-// result()/set_result() from a slot called inline: the frame's result local, or null.
-PyObject** inline_result_slot(ModuleState* st);
-
-// _prepared_unwind_slots(exc, state, *groups) / _prepared_complete_slots(value, *groups): each
-// group is False (slot not reached) or (kind, fn, args tuple, kwargs dict or None), oldest first.
+// _prepared_unwind_slots(result, state, *groups): the exception being handled leaves the frame;
+// the state says which slots are still pending (all, or those below the slot that raised), and
+// `result` is the value set_result() gave while unwinding inline (None: none).
+// _prepared_complete_slots(result, state, *groups): a normal exit the core finishes (the core
+// holds entries of the frame, or slot i recovered). Each group is False (slot not reached) or
+// (kind, fn, args tuple, kwargs dict or None), oldest first.
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* mark_open_coded(PyObject* module, PyObject* code);

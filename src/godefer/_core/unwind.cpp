@@ -171,6 +171,12 @@ namespace {
 // as Go means it: the caller's own frame must have been called by the drain (C wrappers such as
 // functools.partial in between are fine), so a helper deeper down, or recover deferred by itself,
 // finds nothing.
+bool called_by_drain(ModuleState* st, _PyInterpreterFrame* caller) {
+    const auto& draining = st->table->draining;
+    return std::any_of(draining.begin(), draining.end(),
+                       [caller](const Scope* scope) { return scope->key == caller; });
+}
+
 Scope* scope_asking(ModuleState* st) {
     auto& draining = st->table->draining;
     if (draining.empty()) {
@@ -181,10 +187,8 @@ Scope* scope_asking(ModuleState* st) {
     if (caller == nullptr) {
         return nullptr;
     }
-    for (Scope* scope : draining) {
-        if (scope->key == caller) {
-            return nullptr;  // called by the drain itself, e.g. defer(recover)
-        }
+    if (called_by_drain(st, caller)) {
+        return nullptr;  // called by the drain itself, e.g. defer(recover)
     }
     compat::FrameKey back = compat::caller_frame(caller);
     for (auto it = draining.rbegin(); it != draining.rend(); ++it) {
@@ -197,28 +201,96 @@ Scope* scope_asking(ModuleState* st) {
 
 }  // namespace
 
+namespace {
+
+// 1 when `exc` is an instance of one of `types` (Exception when there are none), 0 when not, -1
+// on error.
+int recoverable(PyObject* exc, PyObject* const* types, Py_ssize_t ntypes) {
+    if (ntypes == 0) {
+        const int is_exception =
+            PyObject_TypeCheck(exc, reinterpret_cast<PyTypeObject*>(PyExc_Exception));
+        return is_exception != 0 ? 1 : 0;
+    }
+    for (Py_ssize_t i = 0; i < ntypes; ++i) {
+        const int r = PyObject_IsInstance(exc, types[i]);
+        if (r != 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+bool traceback_passes(PyObject* exc, _PyInterpreterFrame* frame) {
+    Ref tb = Ref::steal(PyException_GetTraceback(exc));
+    for (auto* t = reinterpret_cast<PyTracebackObject*>(tb.get()); t != nullptr; t = t->tb_next) {
+        if (t->tb_frame != nullptr && compat::iframe_of(t->tb_frame) == frame) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// The exception an open-coded frame is unwinding with, seen from its slot: the handled exception,
+// unless the slot is inside a handler of its own, whose exception then carries it as __context__.
+// Only the frame's exception has passed through the frame.
+Ref unwinding_exception(_PyInterpreterFrame* frame) {
+    Ref exc = Ref::steal(PyErr_GetHandledException());
+    for (int hops = 0; exc && exc.get() != Py_None && hops < 64; ++hops) {
+        if (traceback_passes(exc.get(), frame)) {
+            return exc;
+        }
+        exc = Ref::steal(PyException_GetContext(exc.get()));
+    }
+    return {};
+}
+
+// recover() in a slot that an open-coded frame calls inline while unwinding: the frame learns of
+// the recovery from its state, ends its inline calls and lets the core run the rest as a return.
+PyObject* recover_inline(ModuleState* st, _PyInterpreterFrame* caller, PyObject* const* types,
+                         Py_ssize_t ntypes) {
+    _PyInterpreterFrame* back = compat::caller_frame(caller);
+    const InlineExit exit = inline_exit(st, back);
+    if (exit.phase != InlinePhase::unwinding) {
+        Py_RETURN_NONE;
+    }
+    Ref exc = unwinding_exception(back);
+    if (!exc) {
+        Py_RETURN_NONE;
+    }
+    const int matches = recoverable(exc.get(), types, ntypes);
+    if (matches <= 0) {
+        return matches < 0 ? nullptr : Py_NewRef(Py_None);
+    }
+    PyObject* recovered = PyLong_FromLong(open_state_recovered + exit.slot);
+    if (recovered == nullptr) {
+        return nullptr;
+    }
+    Py_XSETREF(*exit.state, recovered);
+    return exc.release();
+}
+
+}  // namespace
+
 PyObject* recover(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     ModuleState* st = module_state(module);
     Scope* scope = scope_asking(st);
-    if (scope == nullptr || !scope->unwinding->exc) {
+    if (scope == nullptr) {
+        _PyInterpreterFrame* caller =
+            compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+        if (caller == nullptr || called_by_drain(st, caller) ||
+            inline_exit(st, caller).phase != InlinePhase::none) {
+            Py_RETURN_NONE;  // deferred directly (defer(recover)): Go's rule makes it a no-op
+        }
+        return recover_inline(st, caller, args, nargs);
+    }
+    if (!scope->unwinding->exc) {
         Py_RETURN_NONE;
     }
     UnwindState& state = *scope->unwinding;
     PyObject* exc = state.exc.get();
-    bool matches = false;
-    if (nargs == 0) {
-        matches = PyObject_TypeCheck(exc, reinterpret_cast<PyTypeObject*>(PyExc_Exception)) != 0;
-    } else {
-        for (Py_ssize_t i = 0; i < nargs && !matches; ++i) {
-            const int r = PyObject_IsInstance(exc, args[i]);
-            if (r < 0) {
-                return nullptr;
-            }
-            matches = r == 1;
-        }
-    }
-    if (!matches) {
-        Py_RETURN_NONE;
+    const int matches = recoverable(exc, args, nargs);
+    if (matches <= 0) {
+        return matches < 0 ? nullptr : Py_NewRef(Py_None);
     }
     if (state.kind == ExitKind::runtime_frame) {
         PyErr_SetString(st->not_prepared_error,
@@ -236,29 +308,35 @@ PyObject* recover(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
 
 namespace {
 
-// The scope being drained within whose deferred call result()/set_result() runs: the nearest
-// frame up the stack whose exit is being drained (the deferred callable's caller, or the calling
-// frame itself for `defer(set_result, 42)`). Unlike recover(), helpers deeper down are fine.
-Scope* scope_for_result(ModuleState* st) {
+// Whose result result()/set_result() reach: the nearest frame up the stack whose exit is being
+// drained by the core, or that calls its slots inline (the deferred callable's caller, or the
+// calling frame itself for `defer(set_result, 42)`). Unlike recover(), helpers deeper down are
+// fine.
+struct ResultOwner {
+    Scope* scope = nullptr;
+    InlineExit inline_exit;
+};
+
+ResultOwner result_owner(ModuleState* st) {
     auto& draining = st->table->draining;
-    if (draining.empty()) {
-        return nullptr;
-    }
     for (_PyInterpreterFrame* frame =
              compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
          frame != nullptr; frame = compat::caller_frame(frame)) {
         for (auto it = draining.rbegin(); it != draining.rend(); ++it) {
             if ((*it)->key == frame) {
-                return *it;
+                return {*it, {}};
             }
         }
+        InlineExit exit = inline_exit(st, frame);
+        if (exit.phase != InlinePhase::none) {
+            return {nullptr, exit};
+        }
     }
-    return nullptr;
+    return {};
 }
 
 // The drain whose function result a deferred call may read or replace; sets an error otherwise.
-UnwindState* result_state(ModuleState* st, const char* who) {
-    Scope* scope = scope_for_result(st);
+UnwindState* result_state(ModuleState* st, Scope* scope, const char* who) {
     if (scope == nullptr) {
         PyErr_Format(PyExc_LookupError,
                      "%s() is only available inside a deferred call of a function that is exiting",
@@ -287,6 +365,10 @@ UnwindState* result_state(ModuleState* st, const char* who) {
     return state;
 }
 
+constexpr const char* no_result_while_unwinding =
+    "result(): the function is exiting by an exception, so it has no result; recover() the "
+    "exception first, or use set_result()";
+
 }  // namespace
 
 PyObject* result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) {
@@ -295,17 +377,21 @@ PyObject* result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) 
         return nullptr;
     }
     ModuleState* st = module_state(module);
-    if (PyObject** slot = scope_for_result(st) == nullptr ? inline_result_slot(st) : nullptr) {
-        return Py_NewRef(*slot != nullptr ? *slot : Py_None);
+    const ResultOwner owner = result_owner(st);
+    if (owner.inline_exit.phase != InlinePhase::none) {
+        if (owner.inline_exit.phase == InlinePhase::unwinding) {
+            PyErr_SetString(PyExc_LookupError, no_result_while_unwinding);
+            return nullptr;
+        }
+        PyObject* value = *owner.inline_exit.result;
+        return Py_NewRef(value != nullptr ? value : Py_None);
     }
-    UnwindState* state = result_state(st, "result");
+    UnwindState* state = result_state(st, owner.scope, "result");
     if (state == nullptr) {
         return nullptr;
     }
     if (!state->returning || state->exc) {
-        PyErr_SetString(PyExc_LookupError,
-                        "result(): the function is exiting by an exception, so it has no result; "
-                        "recover() the exception first, or use set_result()");
+        PyErr_SetString(PyExc_LookupError, no_result_while_unwinding);
         return nullptr;
     }
     return Py_NewRef(state->result ? state->result.get() : Py_None);
@@ -317,11 +403,12 @@ PyObject* set_result(PyObject* module, PyObject* const* args, Py_ssize_t nargs) 
         return nullptr;
     }
     ModuleState* st = module_state(module);
-    if (PyObject** slot = scope_for_result(st) == nullptr ? inline_result_slot(st) : nullptr) {
-        Py_XSETREF(*slot, Py_NewRef(args[0]));
+    const ResultOwner owner = result_owner(st);
+    if (owner.inline_exit.phase != InlinePhase::none) {
+        Py_XSETREF(*owner.inline_exit.result, Py_NewRef(args[0]));
         Py_RETURN_NONE;
     }
-    UnwindState* state = result_state(st, "set_result");
+    UnwindState* state = result_state(st, owner.scope, "set_result");
     if (state == nullptr) {
         return nullptr;
     }
@@ -338,12 +425,12 @@ Scope* exiting_prepared_scope(ModuleState* st) {
 
 }  // namespace
 
-PyObject* complete_scope(ModuleState* st, Scope* scope, PyObject* value) {
+PyObject* complete_scope(ModuleState* st, Scope* scope, PyObject* value, PyObject* outer) {
     UnwindState state;
     state.kind = ExitKind::prepared_frame;
     state.result = Ref::borrow(value);
     state.returning = true;
-    finish_frame(st, scope, state);
+    finish_frame(st, scope, state, outer);
     if (state.exc) {
         compat::restore_exception(std::move(state.exc));
         return nullptr;
@@ -351,10 +438,14 @@ PyObject* complete_scope(ModuleState* st, Scope* scope, PyObject* value) {
     return state.result.release();
 }
 
-PyObject* unwind_scope(ModuleState* st, Scope* scope, PyObject* exc, PyObject* outer) {
+PyObject* unwind_scope(ModuleState* st, Scope* scope, PyObject* exc, PyObject* outer,
+                       PyObject* result) {
     UnwindState state;
     state.kind = ExitKind::prepared_frame;
     state.exc = Ref::borrow(exc);
+    if (result != nullptr && result != Py_None) {
+        state.result = Ref::borrow(result);
+    }
     finish_frame(st, scope, state, outer);
     if (!state.exc) {
         return Py_NewRef(state.result ? state.result.get() : Py_None);  // recovered

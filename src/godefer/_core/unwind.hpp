@@ -54,8 +54,10 @@ PyObject* prepared_complete(PyObject* module, PyObject* value);
 // The same for a given record: complete_scope returns the value to return (or null, raising);
 // unwind_scope returns RERAISE, the value to return after a recovery, or null (raising). `outer`
 // is the handled exception enclosing the scope (null: the current one).
-PyObject* complete_scope(ModuleState* st, Scope* scope, PyObject* value);
-PyObject* unwind_scope(ModuleState* st, Scope* scope, PyObject* exc, PyObject* outer);
+// `result` (null or None: none) is a value set_result() gave before the core took over.
+PyObject* complete_scope(ModuleState* st, Scope* scope, PyObject* value, PyObject* outer = nullptr);
+PyObject* unwind_scope(ModuleState* st, Scope* scope, PyObject* exc, PyObject* outer,
+                       PyObject* result = nullptr);
 PyObject* prepared_unwind(PyObject* module, PyObject* exc);
 
 }  // namespace godefer
