@@ -37,6 +37,7 @@ import ast
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 RT = "__godefer_rt__"
 RV = "__godefer_rv__"
@@ -85,6 +86,14 @@ class Aliases:
         ):
             return expr.attr
         return None
+
+
+class SlotCall(NamedTuple):
+    """A defer statement an open-coded function keeps in frame locals."""
+
+    role: str  # defer, errdefer or okdefer
+    call: ast.Call  # defer(f, *args, **kwargs), whatever the source's form
+    loop: int | None  # id of the outermost loop around it: its slot holds a list
 
 
 class PrepareError(SyntaxError):
@@ -275,25 +284,29 @@ class Preparer(ast.NodeTransformer):
             )
         return None
 
-    def _open_coded_slots(self, body: list[ast.stmt]) -> dict[int, tuple[str, ast.Call]] | None:
+    def _open_coded_slots(self, body: list[ast.stmt]) -> dict[int, SlotCall] | None:
         """The defers of a function that can all live in frame locals, by id of their statement,
         in textual order; None when the function needs the generic handler (or schedules
         nothing). In a function, a statement outside any loop runs at most once per call, and
-        such statements run in textual order, so each can own a slot; a defer in a loop, in a
-        `with scope():` block or in an expression (or any scoped()) makes the function generic.
+        such statements run in textual order, so each can own a slot. The defers of one
+        outermost loop share a slot holding a list: all of them run between the slots before
+        the loop and those after it. A defer in a `with scope():` block or in an expression (or
+        any scoped()) makes the function generic.
         """
-        slots: dict[int, tuple[str, ast.Call]] = {}
-        for stmt, repeated in self._statements(body):
+        slots: dict[int, SlotCall] = {}
+        groups: set[int] = set()
+        for stmt, loop, block in self._statements(body):
             slot = self._slot_call(stmt)
             if slot is not None:
-                if repeated:
+                if block:
                     return None
-                slots[id(stmt)] = slot
-        if not slots or len(slots) > MAX_OPEN_CODED:
+                slots[id(stmt)] = SlotCall(*slot, loop=None if loop is None else id(loop))
+                groups.add(id(stmt) if loop is None else id(loop))
+        if not slots or len(groups) > MAX_OPEN_CODED:
             return None
         # The expression naming defer/errdefer/okdefer in each slot (the statement form's
         # comparator becomes the call's func in _slot_call).
-        claimed = {id(call.func) for _, call in slots.values()}
+        claimed = {id(slot.call.func) for slot in slots.values()}
         shadowed = self._shadowed()
         for node in _own_nodes(body):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and any(
@@ -312,27 +325,29 @@ class Preparer(ast.NodeTransformer):
         return slots
 
     def _statements(
-        self, body: list[ast.stmt], repeated: bool = False
-    ) -> Iterable[tuple[ast.stmt, bool]]:
-        """The statements of a function body in textual order, each with whether it can run more
-        than once per call or belongs to a `with scope():` block (not to the function)."""
+        self, body: list[ast.stmt], loop: ast.stmt | None = None, block: bool = False
+    ) -> Iterable[tuple[ast.stmt, ast.stmt | None, bool]]:
+        """The statements of a function body in textual order, each with the outermost loop
+        around it (None: it runs at most once per call) and whether it belongs to a
+        `with scope():` block (not to the function)."""
         for stmt in body:
-            yield stmt, repeated
+            yield stmt, loop, block
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 continue  # their own scopes
-            loop = isinstance(stmt, (ast.For, ast.AsyncFor, ast.While))
-            block = isinstance(stmt, (ast.With, ast.AsyncWith)) and any(
+            is_loop = isinstance(stmt, (ast.For, ast.AsyncFor, ast.While))
+            is_block = isinstance(stmt, (ast.With, ast.AsyncWith)) and any(
                 isinstance(item.context_expr, ast.Call)
                 and self.aliases.role(item.context_expr.func, self._shadowed()) == "scope"
                 for item in stmt.items
             )
-            inner = repeated or loop or block
+            inner_loop = loop if loop is not None or not is_loop else stmt
+            inner = (inner_loop, block or is_block)
             for part in ("body", "orelse", "finalbody"):
-                yield from self._statements(getattr(stmt, part, []), inner)
+                yield from self._statements(getattr(stmt, part, []), *inner)
             for handler in getattr(stmt, "handlers", []):
-                yield from self._statements(handler.body, inner)
+                yield from self._statements(handler.body, *inner)
             for case in getattr(stmt, "cases", []):
-                yield from self._statements(case.body, inner)
+                yield from self._statements(case.body, *inner)
 
     visit_FunctionDef = _visit_function
     visit_AsyncFunctionDef = _visit_function
@@ -364,9 +379,9 @@ class Preparer(ast.NodeTransformer):
 
     def visit_Expr(self, node: ast.Expr) -> ast.stmt | list[ast.stmt]:
         if self.open_coder is not None and id(node) in self.open_coder.slot_calls:
-            # A defer nested in an if/try/with of an open-coded function: it may not be reached.
-            self.open_coder.may_skip.append(True)
-            return self.open_coder.slot(node, *self.open_coder.slot_calls[id(node)])
+            # A defer nested in an if/try/with/loop of an open-coded function: it may not be
+            # reached.
+            return self.open_coder.slot(node, self.open_coder.slot_calls[id(node)], may_skip=True)
         value = node.value
         if isinstance(value, ast.Compare) and self._is_statement_form(value):
             call = value.left
@@ -543,10 +558,11 @@ class OpenCoder:
     """
 
     def __init__(
-        self, preparer: Preparer, kind: str, line: int, slot_calls: dict[int, tuple[str, ast.Call]]
+        self, preparer: Preparer, kind: str, line: int, slot_calls: dict[int, SlotCall]
     ) -> None:
         self.preparer = preparer
-        self.slot_calls = slot_calls  # id(statement) -> (role, call), in textual order
+        self.slot_calls = slot_calls  # by id(statement), in textual order
+        self.list_slots: dict[int, int] = {}  # id(loop) -> the index of its slot
         self.line = line  # the def line: where inserted exception handlers report
         self.valued = kind != "async_generator"
         self.slots: list[tuple[str, list[tuple[str, ast.expr]]]] = []  # (kind, [(local, arg)])
@@ -563,8 +579,7 @@ class OpenCoder:
             if docstring and index == 0:
                 continue
             if id(stmt) in self.slot_calls:
-                self.may_skip.append(returned)
-                out.extend(self.slot(stmt, *self.slot_calls[id(stmt)]))
+                out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=returned))
             else:
                 returned = returned or any(isinstance(n, ast.Return) for n in _own_nodes([stmt]))
                 new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
@@ -584,88 +599,166 @@ class OpenCoder:
 
     # -- one slot -----------------------------------------------------------------------------
 
-    def slot(self, stmt: ast.stmt, role: str, call: ast.Call) -> list[ast.stmt]:
-        i = len(self.slots)
+    def slot(self, stmt: ast.stmt, slot: SlotCall, may_skip: bool) -> list[ast.stmt]:
+        self.preparer.prepared_any = True
+        if slot.loop is None:
+            self.may_skip.append(may_skip)
+            return self._single_slot(stmt, slot.role, slot.call)
+        if slot.loop not in self.list_slots:
+            self.list_slots[slot.loop] = len(self.slots)
+            self.slots.append(("list", []))
+            self.call_shapes.append(([], []))
+            self.may_skip.append(True)
+        return self._list_entry(stmt, slot.role, slot.call, self.list_slots[slot.loop])
+
+    def _evaluate(
+        self, call: ast.Call, callee_local: str, prefix: str
+    ) -> tuple[list[tuple[str, ast.expr]], list[ast.expr], list[ast.keyword]]:
+        """The callee and arguments of `defer(f, ...)` as (local, expression) pairs, evaluated
+        in source order by one assignment, and the call's shape as loads of those locals."""
         visit = self.preparer.visit
-        callee = visit(call.args[0])
-        values: list[tuple[str, ast.expr]] = [(f"__godefer_{i}__", callee)]
+        values: list[tuple[str, ast.expr]] = [(callee_local, visit(call.args[0]))]
         call_args: list[ast.expr] = []
         call_keywords: list[ast.keyword] = []
         for j, arg in enumerate(call.args[1:]):
-            local = f"__godefer_{i}_{j}__"
+            local = f"{prefix}{j}__"
             if isinstance(arg, ast.Starred):
-                values.append(
-                    (
-                        local,
-                        ast.Tuple(elts=[ast.Starred(visit(arg.value), ast.Load())], ctx=ast.Load()),
-                    )
+                starred = ast.Tuple(
+                    elts=[ast.Starred(visit(arg.value), ast.Load())], ctx=ast.Load()
                 )
+                values.append((local, starred))
                 call_args.append(ast.Starred(_name(local), ast.Load()))
             else:
                 values.append((local, visit(arg)))
                 call_args.append(_name(local))
         for k, kw in enumerate(call.keywords):
-            local = f"__godefer_{i}_k{k}__"
+            local = f"{prefix}k{k}__"
             if kw.arg is None:
                 values.append((local, ast.Dict(keys=[None], values=[visit(kw.value)])))
                 call_keywords.append(ast.keyword(arg=None, value=_name(local)))
             else:
                 values.append((local, visit(kw.value)))
                 call_keywords.append(ast.keyword(arg=kw.arg, value=_name(local)))
-        self.slots.append((role, values))
-        self.call_shapes.append((call_args, call_keywords))
+        return values, call_args, call_keywords
+
+    @staticmethod
+    def _store(values: list[tuple[str, ast.expr]]) -> ast.Assign:
         targets = [_name(local, ast.Store()) for local, _ in values]
-        store = ast.Assign(
+        return ast.Assign(
             targets=[targets[0] if len(targets) == 1 else ast.Tuple(elts=targets, ctx=ast.Store())],
             value=values[0][1]
             if len(values) == 1
             else ast.Tuple(elts=[v for _, v in values], ctx=ast.Load()),
         )
+
+    @staticmethod
+    def _core_defer(role: str, stmt: ast.stmt, call_shape: tuple) -> ast.Expr:
+        """The core's defer of the evaluated call: raises TypeError for a non-callable at this
+        line, or joins the entries the core holds for the frame."""
+        call_args, call_keywords = copy.deepcopy(call_shape)
+        return ast.Expr(
+            ast.Call(
+                func=_rt_attr(role, stmt),
+                args=[_name("__godefer_f__"), *call_args],
+                keywords=call_keywords,
+            )
+        )
+
+    @staticmethod
+    def _locate(stmt: ast.stmt, nodes: list[ast.stmt]) -> list[ast.stmt]:
+        for node in nodes:
+            for n in ast.walk(node):
+                if isinstance(n, (ast.stmt, ast.expr, ast.keyword)):
+                    ast.copy_location(n, stmt)
+        return nodes
+
+    def _single_slot(self, stmt: ast.stmt, role: str, call: ast.Call) -> list[ast.stmt]:
+        i = len(self.slots)
+        values, call_args, call_keywords = self._evaluate(
+            call, f"__godefer_{i}__", f"__godefer_{i}_"
+        )
+        self.slots.append((role, values))
+        self.call_shapes.append((call_args, call_keywords))
         fallback = ast.parse(
             f"if {STATE} is not None or not callable(__godefer_{i}__):\n"
             f"    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
         ).body[0]
         assert isinstance(fallback, ast.If)
-        fallback.body.append(
+        fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
+        return self._locate(stmt, [self._store(values), fallback])
+
+    def _list_entry(self, stmt: ast.stmt, role: str, call: ast.Call, i: int) -> list[ast.stmt]:
+        """A defer in a loop appends to its slot's DeferList, which checks the callable: the
+        callable itself for a plain `defer(f)`, else the (kind, fn, args, kwargs) group the core
+        decodes. The state is tested first, so the call's parts are evaluated once, in order,
+        whichever branch takes them."""
+        visit = self.preparer.visit
+        args = [visit(a) for a in call.args]
+        keywords = [visit(k) for k in call.keywords]
+        plain = role == "defer" and len(args) == 1 and not keywords
+        plain = plain and not isinstance(args[0], ast.Starred)
+        push, first = ("push", "list_first") if plain else ("push_call", "list_first_call")
+        stmts = ast.parse(
+            f"if {STATE} is not None:\n"
+            f"    pass\n"
+            f"elif __godefer_{i}__ is None:\n"
+            f"    __godefer_{i}__ = {RT}.{first}()\n"
+            f"else:\n"
+            f"    __godefer_{i}__.{push}()\n"
+        ).body
+        checked = stmts[0]
+        assert isinstance(checked, ast.If)
+        checked.body = [
             ast.Expr(
                 ast.Call(
                     func=_rt_attr(role, stmt),
-                    args=[_name("__godefer_f__"), *copy.deepcopy(call_args)],
-                    keywords=copy.deepcopy(call_keywords),
+                    args=copy.deepcopy(args),
+                    keywords=copy.deepcopy(keywords),
                 )
             )
-        )
-        for node in (store, fallback):
-            for n in ast.walk(node):
-                if isinstance(n, (ast.stmt, ast.expr, ast.keyword)):
-                    ast.copy_location(n, stmt)
-        self.preparer.prepared_any = True
-        return [store, fallback]
+        ]
+        shape = args if plain else [ast.Constant(KIND_CODES[role]), *args]
+        make = checked.orelse[0]
+        assert isinstance(make, ast.If)
+        for target in (make.body[0].value, make.orelse[0].value):
+            assert isinstance(target, ast.Call)
+            target.args = copy.deepcopy(shape)
+            target.keywords = copy.deepcopy(keywords)
+        return self._locate(stmt, stmts)
 
     # -- exits --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _group(role: str, fn: str, call_shape: tuple) -> ast.Tuple:
+        """(kind, fn, args tuple, kwargs dict or None): how the core takes a call."""
+        call_args, call_keywords = copy.deepcopy(call_shape)
+        kwargs: ast.expr
+        if call_keywords:
+            kwargs = ast.Dict(
+                keys=[ast.Constant(kw.arg) if kw.arg else None for kw in call_keywords],
+                values=[kw.value for kw in call_keywords],
+            )
+        else:
+            kwargs = ast.Constant(None)
+        return ast.Tuple(
+            elts=[
+                ast.Constant(KIND_CODES[role]),
+                _name(fn),
+                ast.Tuple(elts=list(call_args), ctx=ast.Load()),
+                kwargs,
+            ],
+            ctx=ast.Load(),
+        )
+
     def _groups(self) -> list[ast.expr]:
-        """Per slot, oldest first: False when not reached, else (kind, fn, args, kwargs)."""
+        """Per slot, oldest first: False when not reached, else its group (a list slot: the
+        list, None when not reached)."""
         groups: list[ast.expr] = []
         for i, (role, _) in enumerate(self.slots):
-            call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
-            kwargs: ast.expr
-            if call_keywords:
-                kwargs = ast.Dict(
-                    keys=[ast.Constant(kw.arg) if kw.arg else None for kw in call_keywords],
-                    values=[kw.value for kw in call_keywords],
-                )
-            else:
-                kwargs = ast.Constant(None)
-            group = ast.Tuple(
-                elts=[
-                    ast.Constant(KIND_CODES[role]),
-                    _name(f"__godefer_{i}__"),
-                    ast.Tuple(elts=list(call_args), ctx=ast.Load()),
-                    kwargs,
-                ],
-                ctx=ast.Load(),
-            )
+            if role == "list":
+                groups.append(_name(f"__godefer_{i}__"))
+                continue
+            group = self._group(role, f"__godefer_{i}__", self.call_shapes[i])
             reached = ast.Compare(
                 left=_name(f"__godefer_{i}__"), ops=[ast.IsNot()], comparators=[ast.Constant(None)]
             )
@@ -698,6 +791,14 @@ class OpenCoder:
         return _name(RV) if self.valued else ast.Constant(None)
 
     def _call_slot(self, i: int) -> ast.Expr:
+        if self.slots[i][0] == "list":
+            return ast.Expr(
+                ast.Call(
+                    func=ast.Attribute(value=_name(RT), attr="run_list", ctx=ast.Load()),
+                    args=[_name(f"__godefer_{i}__")],
+                    keywords=[],
+                )
+            )
         call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
         return ast.Expr(
             ast.Call(func=_name(f"__godefer_{i}__"), args=call_args, keywords=call_keywords)
@@ -711,6 +812,8 @@ class OpenCoder:
         chain: list[ast.stmt] = []
         inner = chain
         last: int | None = None
+        if any(role == "list" for role, _ in self.slots):
+            return chain, None  # loops: the core runs everything
         for i in reversed(range(len(self.slots))):
             if self.slots[i][0] == "okdefer":
                 continue
@@ -751,10 +854,12 @@ class OpenCoder:
             guarded.orelse = [recovered, ast.Raise()]
             inline.body = [guarded]
         else:
-            inline.body = [ast.Raise()]
+            inline.body = [ast.Raise()]  # no slot runs with an exception in flight
+        # With loops, the core runs every slot and list entry.
+        inline_part = [] if any(role == "list" for role, _ in self.slots) else [inline]
         done = _parse(f"if {STATE} == {OPEN_CORE_DONE}:\n    raise")
         core = self._leave(self._core_call("unwind_slots", self._result(), _name(STATE)))
-        return [*out, inline, *done, *core]
+        return [*out, *inline_part, *done, *core]
 
     def _leave_recovered(self) -> list[ast.stmt]:
         call = self._core_call("complete_slots", self._result(), _name(STATE))
@@ -768,11 +873,17 @@ class OpenCoder:
         result() / set_result() know the frame is returning); or, when the core holds entries
         of this frame too, let it run everything."""
         inline: list[ast.stmt] = []
+        # CPython 3.13.0 miscompiles a block without a line number that contains a call, is
+        # reached from more than one place and falls through to the next test (it copies the
+        # block for one of its predecessors and runs the call twice). The `if`s around slots that
+        # may be unreached make such joins, so then every call gets an `if` of its own, and the
+        # joins hold only the tests.
+        guard_all = any(self.may_skip)
         for i in reversed(range(len(self.slots))):
             if self.slots[i][0] == "errdefer":
                 continue  # passed with nothing in flight
             announce = _parse(f"{STATE} = {OPEN_RETURNING + i}")
-            if self.may_skip[i]:
+            if guard_all:
                 step = _parse(f"if __godefer_{i}__ is not None:\n    pass")[0]
                 assert isinstance(step, ast.If)
                 step.body = [*announce, self._call_slot(i)]

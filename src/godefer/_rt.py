@@ -21,6 +21,9 @@ complete = _core._prepared_complete
 unwind = _core._prepared_unwind
 unwind_slots = _core._prepared_unwind_slots
 complete_slots = _core._prepared_complete_slots
+run_list = _core._prepared_run_list
+list_first = _core._prepared_list_first
+list_first_call = _core._prepared_list_first_call
 RERAISE = _core.RERAISE
 
 _MARKERS = ("__godefer_st__", "__godefer_exc__")

@@ -11,6 +11,13 @@ PyObject* make_defer_instance(PyTypeObject* type, int kind, bool prepared);
 PyTypeObject* make_block_scope_type(PyObject* module);
 PyTypeObject* make_scope_bound_meta(PyObject* module);
 PyTypeObject* make_close_token_type(PyObject* module);
+PyTypeObject* make_defer_list_type(PyObject* module);
+
+// Casts a METH_FASTCALL (| METH_KEYWORDS) function for a PyMethodDef.
+template <typename F>
+PyCFunction fastcall(F* fn) {
+    return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn));
+}
 
 // Module functions.
 PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
@@ -18,6 +25,10 @@ PyObject* prepared_scoped(PyObject* module, PyObject* obj);
 PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* adefer(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames);
 PyObject* ascoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// A loop's first defer in an open-coded frame: a new DeferList holding the entry.
+PyObject* prepared_list_first(PyObject* module, PyObject* fn);
+PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs,
+                                   PyObject* kwnames);
 
 extern PyModuleDef module_def;
 

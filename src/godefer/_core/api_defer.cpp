@@ -17,23 +17,10 @@ struct DeferObject {
     bool prepared;  // the instance prepared code calls: its caller drains the scope itself
 };
 
-const char* name_of(Kind kind) noexcept {
-    switch (kind) {
-        case Kind::on_error:
-            return "errdefer";
-        case Kind::on_success:
-            return "okdefer";
-        case Kind::always:
-        case Kind::exit_cm:
-            break;
-    }
-    return "defer";
-}
-
 PyObject* defer_vectorcall(PyObject* self, PyObject* const* args, std::size_t nargsf,
                            PyObject* kwnames) {
     const auto* d = reinterpret_cast<DeferObject*>(self);
-    const char* who = name_of(d->kind);
+    const char* who = kind_name(d->kind);
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (nargs < 1) {
         PyErr_Format(PyExc_TypeError,
@@ -43,11 +30,7 @@ PyObject* defer_vectorcall(PyObject* self, PyObject* const* args, std::size_t na
         return nullptr;
     }
     PyObject* fn = args[0];
-    if (PyCallable_Check(fn) == 0) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() needs a callable as its first argument, got %.100s object %.200R; "
-                     "pass the function itself, e.g. %s(f.close), not the result of calling it",
-                     who, Py_TYPE(fn)->tp_name, fn, who);
+    if (require_callable(fn, d->kind) < 0) {
         return nullptr;
     }
     const std::size_t count =
@@ -64,7 +47,7 @@ PyObject* defer_vectorcall(PyObject* self, PyObject* const* args, std::size_t na
 // f(x) has already run.
 int defer_contains(PyObject* self, PyObject* value) {
     const auto* d = reinterpret_cast<DeferObject*>(self);
-    const char* who = name_of(d->kind);
+    const char* who = kind_name(d->kind);
     PyErr_Format(state_from_type(Py_TYPE(self))->not_prepared_error,
                  "`CALL in %s` ran in code that godefer did not prepare, so the call on the left "
                  "has already happened (it returned %.200R) and nothing was scheduled. The "
@@ -77,7 +60,7 @@ int defer_contains(PyObject* self, PyObject* value) {
 
 PyObject* defer_repr(PyObject* self) {
     return PyUnicode_FromFormat("<godefer.%s>",
-                                name_of(reinterpret_cast<DeferObject*>(self)->kind));
+                                kind_name(reinterpret_cast<DeferObject*>(self)->kind));
 }
 
 PyMemberDef defer_members[] = {

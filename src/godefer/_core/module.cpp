@@ -20,11 +20,6 @@ ModuleState* state_from_type(PyTypeObject* type) noexcept {
 
 namespace {
 
-template <typename F>
-PyCFunction fastcall(F* fn) {
-    return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn));
-}
-
 PyObject* mark_prepared(PyObject* module, PyObject* code) {
     if (!PyCode_Check(code)) {
         PyErr_SetString(PyExc_TypeError, "_mark_prepared() takes a code object");
@@ -95,9 +90,16 @@ PyMethodDef module_methods[] = {
      },
      METH_O, "Register what @scope calls to prepare a function (None: nothing)."},
     {"_prepared_unwind_slots", fastcall(prepared_unwind_slots), METH_FASTCALL,
-     "Exception leaving an open-coded frame: (exc, state, *slot groups)."},
+     "The exception being handled leaves an open-coded frame: (result, state, *slot groups)."},
     {"_prepared_complete_slots", fastcall(prepared_complete_slots), METH_FASTCALL,
-     "Return from an open-coded frame whose scope the core also holds: (value, *slot groups)."},
+     "A return from an open-coded frame that the core finishes: (value, state, *slot groups)."},
+    {"_prepared_list_first", prepared_list_first, METH_O,
+     "A loop's first defer(fn) in an open-coded frame: a new DeferList holding fn."},
+    {"_prepared_list_first_call", fastcall(prepared_list_first_call), METH_FASTCALL | METH_KEYWORDS,
+     "A loop's first deferred call of another shape: a new DeferList holding "
+     "(kind, fn, args, kwargs)."},
+    {"_prepared_run_list", prepared_run_list, METH_O,
+     "Run a loop's list slot of an open-coded frame on return, last entry first."},
     {"_mark_open_coded", mark_open_coded, METH_O,
      "Mark a code object as prepared and open-coded (top-level defers kept in locals)."},
     {"_pending_frames",
@@ -145,7 +147,9 @@ int module_exec(PyObject* module) {
     st->block_scope_type = make_block_scope_type(module);
     st->scope_bound_meta = make_scope_bound_meta(module);
     st->close_token_type = make_close_token_type(module);
+    st->defer_list_type = make_defer_list_type(module);
     if (add_type(module, "Defer", st->defer_type) < 0 ||
+        add_type(module, "DeferList", st->defer_list_type) < 0 ||
         add_type(module, "BlockScope", st->block_scope_type) < 0 ||
         add_type(module, "ScopeBoundMeta", st->scope_bound_meta) < 0 ||
         add_type(module, "CloseToken", st->close_token_type) < 0) {
@@ -183,6 +187,7 @@ int module_traverse(PyObject* module, visitproc visit, void* arg) {
         return 0;
     }
     Py_VISIT(st->defer_type);
+    Py_VISIT(st->defer_list_type);
     Py_VISIT(st->block_scope_type);
     Py_VISIT(st->scope_bound_meta);
     Py_VISIT(st->close_token_type);
@@ -202,6 +207,7 @@ int module_clear(PyObject* module) {
         st->table->clear();
     }
     Py_CLEAR(st->defer_type);
+    Py_CLEAR(st->defer_list_type);
     Py_CLEAR(st->block_scope_type);
     Py_CLEAR(st->scope_bound_meta);
     Py_CLEAR(st->close_token_type);

@@ -1,9 +1,11 @@
 #include "open_coded.hpp"
 
+#include <algorithm>
 #include <vector>
 
 #include "code_flags.hpp"
 #include "compat.hpp"
+#include "defer_list.hpp"
 #include "unwind.hpp"
 
 namespace godefer {
@@ -27,43 +29,98 @@ long state_value(PyObject* state) {
     return PyLong_AsLong(state);
 }
 
-// Decodes the slot groups preparation passes (oldest first) into scope entries, leaving out
-// slots at and above `ran_from` (those a normal exit already called or passed).
-int encode_groups(PyObject* const* groups, Py_ssize_t count, PyVector<uintptr_t>& out,
-                  Py_ssize_t ran_from) {
-    for (Py_ssize_t i = 0; i < count && i < ran_from; ++i) {
-        PyObject* group = groups[i];
-        if (!PyTuple_Check(group)) {
-            continue;  // False: the slot's statement was not reached
-        }
-        if (PyTuple_GET_SIZE(group) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(group, 2))) {
-            PyErr_SetString(PyExc_SystemError, "godefer: malformed open-coded slot");
+// Appends one (kind, fn, args tuple, kwargs dict or None) group to `out`.
+int encode_group(PyObject* group, PyVector<uintptr_t>& out) {
+    if (PyTuple_GET_SIZE(group) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(group, 2))) {
+        PyErr_SetString(PyExc_SystemError, "godefer: malformed open-coded slot");
+        return -1;
+    }
+    const long kind = PyLong_AsLong(PyTuple_GET_ITEM(group, 0));
+    PyObject* fn = PyTuple_GET_ITEM(group, 1);
+    PyObject* pos = PyTuple_GET_ITEM(group, 2);
+    PyObject* kw = PyTuple_GET_ITEM(group, 3);
+    std::vector<PyObject*> args(PyTuple_GET_SIZE(pos));
+    for (std::size_t j = 0; j < args.size(); ++j) {
+        args[j] = PyTuple_GET_ITEM(pos, static_cast<Py_ssize_t>(j));
+    }
+    Ref kwnames;
+    if (kw != Py_None && PyDict_GET_SIZE(kw) > 0) {
+        kwnames = Ref::steal(PyTuple_New(PyDict_GET_SIZE(kw)));
+        if (!kwnames) {
             return -1;
         }
-        const long kind = PyLong_AsLong(PyTuple_GET_ITEM(group, 0));
-        PyObject* fn = PyTuple_GET_ITEM(group, 1);
-        PyObject* pos = PyTuple_GET_ITEM(group, 2);
-        PyObject* kw = PyTuple_GET_ITEM(group, 3);
-        std::vector<PyObject*> args(pos == nullptr ? 0 : PyTuple_GET_SIZE(pos));
-        for (std::size_t j = 0; j < args.size(); ++j) {
-            args[j] = PyTuple_GET_ITEM(pos, static_cast<Py_ssize_t>(j));
+        Py_ssize_t pos_in_dict = 0;
+        Py_ssize_t k = 0;
+        PyObject* key = nullptr;
+        PyObject* value = nullptr;
+        while (PyDict_Next(kw, &pos_in_dict, &key, &value) != 0) {
+            PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
+            args.push_back(value);
         }
-        Ref kwnames;
-        if (kw != Py_None && PyDict_GET_SIZE(kw) > 0) {
-            kwnames = Ref::steal(PyTuple_New(PyDict_GET_SIZE(kw)));
-            if (!kwnames) {
+    }
+    Scope::encode(out, static_cast<Kind>(kind), fn, args.data(), args.size(), kwnames.get());
+    return 0;
+}
+
+// Appends one entry of a DeferList to `out`.
+int encode_list_entry(const ListEntry& entry, PyVector<uintptr_t>& out) {
+    std::vector<PyObject*> args(entry.args, entry.args + entry.nargs);
+    Ref kwnames;
+    if (entry.kwargs != nullptr && PyDict_GET_SIZE(entry.kwargs) > 0) {
+        kwnames = Ref::steal(PyTuple_New(PyDict_GET_SIZE(entry.kwargs)));
+        if (!kwnames) {
+            return -1;
+        }
+        Py_ssize_t pos = 0;
+        Py_ssize_t k = 0;
+        PyObject* key = nullptr;
+        PyObject* value = nullptr;
+        while (PyDict_Next(entry.kwargs, &pos, &key, &value) != 0) {
+            PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
+            args.push_back(value);
+        }
+    }
+    Scope::encode(out, entry.kind, entry.fn, args.data(), args.size(), kwnames.get());
+    return 0;
+}
+
+// A loop's DeferList, oldest entry first (entries already called are None).
+int encode_list(PyObject* list, PyVector<uintptr_t>& out) {
+    std::vector<ListEntry> entries;
+    for (Py_ssize_t end = PyList_GET_SIZE(list); end > 0;) {
+        if (PyList_GET_ITEM(list, end - 1) == Py_None) {
+            --end;
+            continue;
+        }
+        ListEntry entry;
+        if (!list_entry_before(list, end, entry)) {
+            return -1;
+        }
+        entries.push_back(entry);
+        end = entry.start;
+    }
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+        if (encode_list_entry(*it, out) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// Decodes the slot groups preparation passes (oldest first) into scope entries, leaving out
+// slots at and above `ran_from` (those a normal exit already called or passed), except that the
+// list of slot `ran_from` still holds the entries its run had not reached.
+int encode_groups(PyObject* const* groups, Py_ssize_t count, PyVector<uintptr_t>& out,
+                  Py_ssize_t ran_from) {
+    for (Py_ssize_t i = 0; i < count && i <= ran_from; ++i) {
+        PyObject* group = groups[i];
+        if (PyList_Check(group)) {
+            if (encode_list(group, out) < 0) {
                 return -1;
             }
-            Py_ssize_t pos_in_dict = 0;
-            Py_ssize_t k = 0;
-            PyObject* key = nullptr;
-            PyObject* value = nullptr;
-            while (PyDict_Next(kw, &pos_in_dict, &key, &value) != 0) {
-                PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
-                args.push_back(value);
-            }
-        }
-        Scope::encode(out, static_cast<Kind>(kind), fn, args.data(), args.size(), kwnames.get());
+        } else if (i < ran_from && PyTuple_Check(group) && encode_group(group, out) < 0) {
+            return -1;
+        }  // else False/None: the slot's statement was not reached
     }
     return 0;
 }
@@ -180,6 +237,56 @@ PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ss
         return nullptr;
     }
     return complete_scope(st, scope, args[0], outer);
+}
+
+PyObject* prepared_run_list(PyObject* /*module*/, PyObject* list) {
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "_prepared_run_list() takes a list");
+        return nullptr;
+    }
+    // Last first. An entry leaves the list (its items become None) before its call; if one
+    // raises, the list is cut to exactly the entries still pending, which the frame's handler
+    // gives the core.
+    for (Py_ssize_t end = PyList_GET_SIZE(list); end > 0;) {
+        end = std::min(end, PyList_GET_SIZE(list));  // the list is the frame's: keep to its size
+        ListEntry entry;
+        if (end == 0 || !list_entry_before(list, end, entry)) {
+            break;
+        }
+        Ref fn = Ref::borrow(entry.fn);
+        Ref kwargs = entry.kwargs != nullptr ? Ref::borrow(entry.kwargs) : Ref{};
+        Ref args;
+        if (entry.args != nullptr) {
+            args = Ref::steal(PyTuple_New(entry.nargs));
+            if (!args) {
+                return nullptr;
+            }
+            for (Py_ssize_t i = 0; i < entry.nargs; ++i) {
+                PyTuple_SET_ITEM(args.get(), i, Py_NewRef(entry.args[i]));
+            }
+        }
+        // The entry leaves the list (None in its items) before its call.
+        PyObject** items = reinterpret_cast<PyListObject*>(list)->ob_item;
+        for (Py_ssize_t i = entry.start; i < end; ++i) {
+            Py_SETREF(items[i], Py_NewRef(Py_None));
+        }
+        end = entry.start;
+        if (entry.kind == Kind::on_error) {
+            continue;  // returning: nothing in flight
+        }
+        Ref res = Ref::steal(args ? PyObject_Call(fn.get(), args.get(), kwargs.get())
+                                  : PyObject_CallNoArgs(fn.get()));
+        if (!res) {
+            // Deleting the tail (entries already replaced by None) cannot fail.
+            static_cast<void>(PyList_SetSlice(list, end, PyList_GET_SIZE(list), nullptr));
+            return nullptr;
+        }
+    }
+    if (PyErr_Occurred() != nullptr ||
+        PyList_SetSlice(list, 0, PyList_GET_SIZE(list), nullptr) < 0) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
 }
 
 PyObject* mark_open_coded(PyObject* module, PyObject* code_obj) {

@@ -56,6 +56,8 @@ int note_core_entry(ModuleState* st, void* frame);
 // (kind, fn, args tuple, kwargs dict or None), oldest first.
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// _prepared_run_list(list): a loop's list slot on a normal return, last entry first.
+PyObject* prepared_run_list(PyObject* module, PyObject* list);
 PyObject* mark_open_coded(PyObject* module, PyObject* code);
 
 }  // namespace godefer

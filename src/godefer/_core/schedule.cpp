@@ -7,6 +7,31 @@
 
 namespace godefer {
 
+const char* kind_name(Kind kind) noexcept {
+    switch (kind) {
+        case Kind::on_error:
+            return "errdefer";
+        case Kind::on_success:
+            return "okdefer";
+        case Kind::always:
+        case Kind::exit_cm:
+            break;
+    }
+    return "defer";
+}
+
+int require_callable(PyObject* fn, Kind kind) {
+    if (PyCallable_Check(fn) != 0) {
+        return 0;
+    }
+    const char* who = kind_name(kind);
+    PyErr_Format(PyExc_TypeError,
+                 "%s() needs a callable as its first argument, got %.100s object %.200R; "
+                 "pass the function itself, e.g. %s(f.close), not the result of calling it",
+                 who, Py_TYPE(fn)->tp_name, fn, who);
+    return -1;
+}
+
 namespace {
 
 // A record whose frame exited unseen (e.g. a block scope entered by hand and never exited) while

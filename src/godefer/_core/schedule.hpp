@@ -16,6 +16,12 @@ namespace godefer {
 // raised when no Python frame is calling.
 Scope* calling_scope(ModuleState* st, const char* who, bool prepared);
 
+// "defer", "errdefer" or "okdefer": the API that schedules entries of `kind`.
+const char* kind_name(Kind kind) noexcept;
+
+// 0 if `fn` is callable; else -1 with the TypeError a defer statement raises at its line.
+int require_callable(PyObject* fn, Kind kind);
+
 // Adds an entry to the calling block's scope and makes sure its exit will be seen. On failure
 // nothing is scheduled and -1 is returned with an exception set.
 int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,

@@ -1,0 +1,161 @@
+// DeferList: the list an open-coded function keeps a loop's deferred calls in. push() checks the
+// callable (the TypeError a defer statement owes at its line) and appends in one C call, which is
+// what makes a defer in a loop cost about a list.append(). The loop's first defer makes the list
+// with _prepared_list_first[_call](), so a loop that defers nothing allocates nothing.
+#include <array>
+
+#include "defer_list.hpp"
+
+#include "api.hpp"
+#include "module_state.hpp"
+#include "schedule.hpp"
+
+namespace godefer {
+
+namespace {
+
+// defer(f) in a loop: the entry is `f` itself.
+PyObject* defer_list_push(PyObject* self, PyObject* fn) {
+    if (require_callable(fn, Kind::always) < 0 || PyList_Append(self, fn) < 0) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+constexpr unsigned header_kind_mask = 3U;
+constexpr unsigned header_kwargs_bit = 4U;
+constexpr unsigned header_count_shift = 3U;
+
+// push_call(kind, f, *args, **kwargs): the items of one entry (defer_list.hpp).
+PyObject* defer_list_push_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                               PyObject* kwnames) {
+    if (nargs < 2 || !PyLong_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "push_call(kind, fn, *args, **kwargs)");
+        return nullptr;
+    }
+    const long kind = PyLong_AsLong(args[0]);
+    if (kind < 0 || kind > static_cast<long>(Kind::on_success)) {
+        PyErr_SetString(PyExc_ValueError, "push_call(): unknown kind");
+        return nullptr;
+    }
+    if (require_callable(args[1], static_cast<Kind>(kind)) < 0) {
+        return nullptr;
+    }
+    Ref kwargs;
+    if (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) > 0) {
+        kwargs = Ref::steal(PyDict_New());
+        if (!kwargs) {
+            return nullptr;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
+            if (PyDict_SetItem(kwargs.get(), PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+                return nullptr;
+            }
+        }
+    }
+    const auto count = static_cast<unsigned long>(nargs - 2);
+    Ref header = Ref::steal(PyLong_FromUnsignedLong(static_cast<unsigned long>(kind) |
+                                                    (kwargs ? header_kwargs_bit : 0U) |
+                                                    (count << header_count_shift)));
+    if (!header) {
+        return nullptr;
+    }
+    const Py_ssize_t size = PyList_GET_SIZE(self);
+    for (Py_ssize_t i = 1; i < nargs; ++i) {
+        if (PyList_Append(self, args[i]) < 0) {
+            static_cast<void>(PyList_SetSlice(self, size, PyList_GET_SIZE(self), nullptr));
+            return nullptr;
+        }
+    }
+    if ((kwargs && PyList_Append(self, kwargs.get()) < 0) ||
+        PyList_Append(self, header.get()) < 0) {
+        static_cast<void>(PyList_SetSlice(self, size, PyList_GET_SIZE(self), nullptr));
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+std::array<PyMethodDef, 3> defer_list_methods = {{
+    {"push", defer_list_push, METH_O, "Append a deferred call of fn() (fn must be callable)."},
+    {"push_call", fastcall(defer_list_push_call), METH_FASTCALL | METH_KEYWORDS,
+     "Append a deferred call of kind (0 defer, 1 errdefer, 2 okdefer): push_call(kind, fn, "
+     "*args, **kwargs)."},
+    {nullptr, nullptr, 0, nullptr},
+}};
+
+std::array<PyType_Slot, 3> defer_list_slots = {{
+    {Py_tp_methods, defer_list_methods.data()},
+    {Py_tp_doc, const_cast<char*>("The deferred calls of one loop of an open-coded function.")},
+    {0, nullptr},
+}};
+
+PyType_Spec defer_list_spec = {
+    "godefer._core.DeferList",
+    0,  // a list: no fields of its own
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    defer_list_slots.data(),
+};
+
+PyObject* new_defer_list(PyObject* module) {
+    // An empty list, without list.__init__'s argument parsing: a loop's first defer pays this.
+    return PyType_GenericAlloc(module_state(module)->defer_list_type, 0);
+}
+
+}  // namespace
+
+PyObject* prepared_list_first(PyObject* module, PyObject* fn) {
+    Ref list = Ref::steal(new_defer_list(module));
+    if (!list || defer_list_push(list.get(), fn) == nullptr) {
+        return nullptr;
+    }
+    return list.release();
+}
+
+PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs,
+                                   PyObject* kwnames) {
+    Ref list = Ref::steal(new_defer_list(module));
+    if (!list) {
+        return nullptr;
+    }
+    Ref pushed = Ref::steal(defer_list_push_call(list.get(), args, nargs, kwnames));
+    if (!pushed) {
+        return nullptr;
+    }
+    return list.release();
+}
+
+bool list_entry_before(PyObject* list, Py_ssize_t end, ListEntry& out) {
+    PyObject** items = reinterpret_cast<PyListObject*>(list)->ob_item;
+    PyObject* last = end > 0 ? items[end - 1] : nullptr;
+    out = ListEntry{};
+    if (last != nullptr && !PyLong_CheckExact(last)) {
+        out.start = end - 1;
+        out.fn = last;
+        return true;
+    }
+    const unsigned long header = last != nullptr ? PyLong_AsUnsignedLong(last) : 0;
+    const auto count = static_cast<Py_ssize_t>(header >> header_count_shift);
+    const bool has_kwargs = (header & header_kwargs_bit) != 0;
+    const Py_ssize_t start = end - 2 - count - (has_kwargs ? 1 : 0);
+    if (last == nullptr || PyErr_Occurred() != nullptr || start < 0 ||
+        (header & header_kind_mask) > static_cast<unsigned long>(Kind::on_success)) {
+        PyErr_SetString(PyExc_SystemError, "godefer: malformed DeferList");
+        return false;
+    }
+    out.start = start;
+    out.kind = static_cast<Kind>(header & header_kind_mask);
+    out.fn = items[start];
+    out.args = items + start + 1;
+    out.nargs = count;
+    out.kwargs = has_kwargs ? items[end - 2] : nullptr;
+    return true;
+}
+
+PyTypeObject* make_defer_list_type(PyObject* module) {
+    Ref base = Ref::borrow(reinterpret_cast<PyObject*>(&PyList_Type));
+    return reinterpret_cast<PyTypeObject*>(
+        PyType_FromModuleAndSpec(module, &defer_list_spec, base.get()));
+}
+
+}  // namespace godefer
