@@ -3,8 +3,9 @@
 Open coding turns a function's defers into straight-line code on the way out, with an ``if``
 around each slot that may be unreached. CPython 3.13.0 miscompiled one such arrangement (a call
 without a line number after such an ``if`` ran twice), so this checks the arrangements
-exhaustively: four slots, each at the top level, inside an ``if`` or in a loop, returning normally
-or raising, on every combination of the conditions.
+exhaustively: four defers, each at the top level, inside an ``if``, in a loop, used as an
+expression, or in a ``with scope():`` block (which runs it at the block's end), returning
+normally or raising, on every combination of the conditions.
 """
 
 from __future__ import annotations
@@ -15,46 +16,56 @@ import pytest
 
 from godefer._prepare import prepare_source
 
-PLACES = ("top", "if", "loop")
+PLACES = ("top", "if", "loop", "expr", "block")
 
 
 def source(places: tuple[str, ...]) -> str:
-    lines = ["from godefer import defer", "def f(log, conds, n, fail):"]
+    lines = ["from godefer import defer, scope", "def f(log, conds, n, fail):"]
     for k, place in enumerate(places):
         if place == "top":
             lines.append(f"    defer(log.append, {k})")
         elif place == "if":
             lines += [f"    if conds[{k}]:", f"        defer(log.append, {k})"]
-        else:
+        elif place == "loop":
             lines += ["    for i in range(n):", f"        defer(log.append, ({k}, i))"]
-    lines += ["    if fail:", "        raise ValueError", "    return len(log)"]
+        elif place == "expr":
+            lines.append(f"    assert defer(log.append, {k}) == log.append")
+        else:
+            lines += ["    with scope():", f"        defer(log.append, ('block', {k}))"]
+    lines += ["    if fail:", "        raise ValueError", '    return "done"']
     return "\n".join(lines) + "\n"
 
 
 def expected(places: tuple[str, ...], conds: tuple[bool, ...], n: int) -> list:
+    blocks: list = []  # run at once, at the block's end
     ran: list = []
     for k, place in enumerate(places):
-        if place == "top" or (place == "if" and conds[k]):
+        if place in ("top", "expr") or (place == "if" and conds[k]):
             ran.append(k)
         elif place == "loop":
             ran += [(k, i) for i in range(n)]
-    return ran[::-1]
+        elif place == "block":
+            blocks.append(("block", k))
+    return blocks + ran[::-1]
 
 
-@pytest.mark.parametrize("places", list(itertools.product(PLACES, repeat=4)), ids=str)
-def test_each_deferred_call_runs_once_in_reverse_order(places, tmp_path):
-    code, _ = prepare_source(source(places), str(tmp_path / "shapes.py"))
-    ns: dict = {"__name__": "gd_shapes"}
-    exec(code, ns)
-    f = ns["f"]
-    assert "__godefer_0__" in f.__code__.co_varnames  # open-coded
-    for conds in itertools.product((False, True), repeat=4):
-        for n in (0, 2):
-            for fail in (False, True):
-                log: list = []
-                if fail:
-                    with pytest.raises(ValueError):
-                        f(log, conds, n, fail)
-                else:
-                    assert f(log, conds, n, fail) == 0
-                assert log == expected(places, conds, n), (places, conds, n, fail)
+@pytest.mark.parametrize("first", PLACES)
+def test_each_deferred_call_runs_once_in_reverse_order(first, tmp_path):
+    for rest in itertools.product(PLACES, repeat=3):
+        places = (first, *rest)
+        code, _ = prepare_source(source(places), str(tmp_path / "shapes.py"))
+        ns: dict = {"__name__": "gd_shapes"}
+        exec(code, ns)
+        f = ns["f"]
+        if set(places) != {"block"}:
+            assert "__godefer_0__" in f.__code__.co_varnames, places  # open-coded
+        for conds in itertools.product((False, True), repeat=4):
+            for n in (0, 2):
+                for fail in (False, True):
+                    log: list = []
+                    if fail:
+                        with pytest.raises(ValueError):
+                            f(log, conds, n, fail)
+                    else:
+                        assert f(log, conds, n, fail) == "done"
+                    assert log == expected(places, conds, n), (places, conds, n, fail)

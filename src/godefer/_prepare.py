@@ -94,6 +94,7 @@ class SlotCall(NamedTuple):
     role: str  # defer, errdefer or okdefer
     call: ast.Call  # defer(f, *args, **kwargs), whatever the source's form
     loop: int | None  # id of the outermost loop around it: its slot holds a list
+    expression: bool = False  # used as an expression, not a statement of its own
 
 
 class PrepareError(SyntaxError):
@@ -285,29 +286,54 @@ class Preparer(ast.NodeTransformer):
         return None
 
     def _open_coded_slots(self, body: list[ast.stmt]) -> dict[int, SlotCall] | None:
-        """The defers of a function that can all live in frame locals, by id of their statement,
-        in textual order; None when the function needs the generic handler (or schedules
-        nothing). In a function, a statement outside any loop runs at most once per call, and
-        such statements run in textual order, so each can own a slot. The defers of one
-        outermost loop share a slot holding a list: all of them run between the slots before
-        the loop and those after it. A defer in a `with scope():` block or in an expression (or
-        any scoped()) makes the function generic.
+        """The defers of a function that can all live in frame locals, in textual order, by id
+        of their statement (or, for a defer used as an expression, of its call); None when the
+        function needs the generic handler (or schedules nothing).
+
+        In a function, a statement outside any loop runs at most once per call, and such
+        statements run in textual order, so each can own a slot; so can a defer used as an
+        expression in such a statement, when it is the statement's only one (the order in which
+        a statement evaluates its parts is not always textual). The defers of one outermost
+        loop share a slot holding a list: all of them run between the slots before the loop and
+        those after it. Defers in a `with scope():` block belong to the block, which keeps them
+        in the core. Anything else that schedules (scoped(), `@defer` on a nested def, a defer
+        in an expression in a loop, a lambda or a comprehension) makes the function generic.
         """
         slots: dict[int, SlotCall] = {}
         groups: set[int] = set()
+        claimed: set[int] = set()  # the expressions naming defer & co. that slots or blocks take
+        shadowed = self._shadowed()
         for stmt, loop, block in self._statements(body):
+            if block:
+                claimed.update(id(n) for n in _own_nodes([stmt]))
+                continue
             slot = self._slot_call(stmt)
             if slot is not None:
-                if block:
-                    return None
                 slots[id(stmt)] = SlotCall(*slot, loop=None if loop is None else id(loop))
                 groups.add(id(stmt) if loop is None else id(loop))
+                # The statement form's comparator becomes the call's func in _slot_call.
+                claimed.add(id(slot[1].func))
+                continue
+            calls = [
+                (node, nested)
+                for node, nested in _expression_nodes(stmt)
+                if isinstance(node, ast.Call)
+                and self.aliases.role(node.func, shadowed) in SCHEDULERS
+            ]
+            if len(calls) == 1 and loop is None:
+                call, nested = calls[0]
+                role = self.aliases.role(call.func, shadowed)
+                if (
+                    not nested
+                    and role in STATEMENT_FORMS
+                    and call.args
+                    and not isinstance(call.args[0], ast.Starred)
+                ):
+                    slots[id(call)] = SlotCall(role, call, loop=None, expression=True)
+                    groups.add(id(call))
+                    claimed.add(id(call.func))
         if not slots or len(groups) > MAX_OPEN_CODED:
             return None
-        # The expression naming defer/errdefer/okdefer in each slot (the statement form's
-        # comparator becomes the call's func in _slot_call).
-        claimed = {id(slot.call.func) for slot in slots.values()}
-        shadowed = self._shadowed()
         for node in _own_nodes(body):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and any(
                 self.aliases.role(d, shadowed) in SCHEDULERS for d in node.decorator_list
@@ -321,7 +347,7 @@ class Preparer(ast.NodeTransformer):
                 and id(expr) not in claimed
                 and (self.aliases.role(expr, shadowed) in SCHEDULERS)
             ):
-                return None  # scheduled in an expression, or scoped()
+                return None  # scheduled where no slot can take it
         return slots
 
     def _statements(
@@ -434,7 +460,9 @@ class Preparer(ast.NodeTransformer):
             f"invalid use of `in {role}`: {why}", node, self.filename, self.source_lines
         )
 
-    def visit_Call(self, node: ast.Call) -> ast.Call:
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        if self.open_coder is not None and id(node) in self.open_coder.slot_calls:
+            return self.open_coder.expression_slot(node, self.open_coder.slot_calls[id(node)])
         role = self.aliases.role(node.func, self._shadowed())
         self.generic_visit(node)
         if role in SCHEDULERS and self._scope_kind() != "lambda":
@@ -686,6 +714,44 @@ class OpenCoder:
         assert isinstance(fallback, ast.If)
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [self._store(values), fallback])
+
+    def expression_slot(self, call: ast.Call, slot: SlotCall) -> ast.expr:
+        """A defer used as an expression fills a slot as the statement form does, in one
+        expression whose value is the callee (what defer() returns):
+
+            (__godefer_i__ := f, __godefer_i_0__ := x,
+             __godefer_st__ is None and callable(__godefer_i__)
+             or (__godefer_f__ := __godefer_i__, __godefer_i__ := None,
+                 __godefer_rt__.defer(__godefer_f__, __godefer_i_0__)))[0]
+        """
+        self.preparer.prepared_any = True
+        self.may_skip.append(True)
+        i = len(self.slots)
+        values, call_args, call_keywords = self._evaluate(
+            slot.call, f"__godefer_{i}__", f"__godefer_{i}_"
+        )
+        self.slots.append((slot.role, values))
+        self.call_shapes.append((call_args, call_keywords))
+        template = (
+            f"({STATE} is None and callable(__godefer_{i}__))"
+            f" or (__godefer_f__ := __godefer_{i}__, __godefer_{i}__ := None, None)"
+        )
+        check = ast.parse(template, mode="eval").body
+        assert isinstance(check, ast.BoolOp) and isinstance(check.values[1], ast.Tuple)
+        core = self._core_defer(slot.role, call, (call_args, call_keywords)).value
+        check.values[1].elts[2] = core
+        stores: list[ast.expr] = [
+            ast.NamedExpr(target=_name(local, ast.Store()), value=value) for local, value in values
+        ]
+        expr = ast.Subscript(
+            value=ast.Tuple(elts=[*stores, check], ctx=ast.Load()),
+            slice=ast.Constant(0),
+            ctx=ast.Load(),
+        )
+        for n in ast.walk(expr):
+            if isinstance(n, (ast.expr, ast.keyword)):
+                ast.copy_location(n, call)
+        return expr
 
     def _list_entry(self, stmt: ast.stmt, role: str, call: ast.Call, i: int) -> list[ast.stmt]:
         """A defer in a loop appends to its slot's DeferList, which checks the callable: the
@@ -1036,6 +1102,31 @@ def _own_nodes(body: list[ast.stmt]) -> Iterable[ast.AST]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             continue
         stack.extend(ast.iter_child_nodes(node))
+
+
+_NESTED_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _expression_nodes(stmt: ast.stmt) -> Iterable[tuple[ast.AST, bool]]:
+    """The nodes of a statement's own expressions (not of the statements it contains), each
+    with whether it lies in a lambda or a comprehension. Nothing for a def or a class: their
+    decorators and defaults are checked where the function is rewritten."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return
+    stack: list[tuple[ast.AST, bool]] = []
+    for name, value in ast.iter_fields(stmt):
+        if name == "handlers":
+            stack += [(h.type, False) for h in value if h.type is not None]
+        elif name == "cases":
+            stack += [(c.guard, False) for c in value if c.guard is not None]
+        elif name not in ("body", "orelse", "finalbody"):
+            items = value if isinstance(value, list) else [value]
+            stack += [(v, False) for v in items if isinstance(v, ast.AST)]
+    while stack:
+        node, nested = stack.pop()
+        yield node, nested
+        inner = nested or isinstance(node, _NESTED_SCOPES)
+        stack += [(child, inner) for child in ast.iter_child_nodes(node)]
 
 
 def _split_docstring(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[ast.stmt]]:

@@ -1,0 +1,166 @@
+"""defer() used as an expression, and ``with scope():`` blocks, in open-coded functions.
+
+This module is prepared by godefer's pytest plugin. A defer whose value is used (``x =
+defer(f)``, ``return defer(f)``) fills a slot like the statement form when it is the only
+defer of its statement and outside loops; a ``with scope():`` block keeps its own calls in the
+core without taking the function's slots away. The rest stays generic and equally correct.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+
+from godefer import ScopeBound, defer, errdefer, okdefer, recover, scope
+
+
+def open_coded(fn) -> bool:
+    return "__godefer_0__" in fn.__code__.co_varnames
+
+
+LOG: list[object] = []
+
+
+@pytest.fixture(autouse=True)
+def clear_log():
+    LOG.clear()
+    yield
+    LOG.clear()
+
+
+def note(tag):
+    return lambda: LOG.append(tag)
+
+
+def value_is_the_callee():
+    first = note("first")
+    got = defer(first)
+    LOG.append(got is first)
+    return defer(note("second"))
+
+
+def test_the_value_of_defer_is_its_callable_and_the_call_runs_at_exit():
+    assert open_coded(value_is_the_callee)
+    returned = value_is_the_callee()
+    assert callable(returned)
+    assert LOG == [True, "second", "first"]
+
+
+def arguments_in_expression(items, extra):
+    _ = defer(lambda *a, **k: LOG.append((a, k)), *items, key=extra)
+    items.append("later")
+    return okdefer(LOG.append, "ok") and errdefer(LOG.append, "err") is None
+
+
+def test_arguments_are_evaluated_at_the_expression():
+    # Two defers in the return statement: that statement's pair makes the function generic.
+    assert not open_coded(arguments_in_expression)
+    assert arguments_in_expression([1, 2], "x") is False
+    assert LOG == ["ok", ((1, 2), {"key": "x"})]
+
+
+def single_expression_with_arguments(items):
+    _ = defer(lambda *a, **k: LOG.append((a, k)), *items, key=len(items))
+    items.append("later")
+    return len(items)
+
+
+def test_starred_and_keyword_arguments_in_an_expression_slot():
+    assert open_coded(single_expression_with_arguments)
+    assert single_expression_with_arguments([1, 2]) == 3
+    assert LOG == [((1, 2), {"key": 2})]
+
+
+def non_callable_in_expression(value):
+    defer(note("before"))
+    _ = defer(value)  # L:expr-defer
+    LOG.append("not reached")
+
+
+def test_a_non_callable_is_a_type_error_at_the_expression_and_nothing_is_scheduled():
+    with pytest.raises(TypeError, match="needs a callable") as info:
+        non_callable_in_expression(42)
+    line = non_callable_in_expression.__code__.co_firstlineno + 2
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert any(f.name == "non_callable_in_expression" and f.lineno == line for f in frames)
+    assert LOG == ["before"]
+
+
+def recovers_through_expression_slot():
+    _ = defer(lambda: LOG.append(recover()))
+    raise ValueError("body")
+
+
+def test_recover_from_an_expression_slot():
+    assert open_coded(recovers_through_expression_slot)
+    assert recovers_through_expression_slot() is None
+    assert isinstance(LOG[0], ValueError)
+
+
+class Tracked(ScopeBound):
+    def __init__(self, tag):
+        self.tag = tag
+
+    def close(self):
+        LOG.append(self.tag)
+
+
+def expression_after_core_entry():
+    _ = defer(note("slot 0"))
+    Tracked("core")
+    _ = defer(note("after core"))  # the core holds entries now: this joins them
+    return 1
+
+
+def test_an_expression_slot_after_a_core_entry_keeps_the_order():
+    assert open_coded(expression_after_core_entry)
+    assert expression_after_core_entry() == 1
+    assert LOG == ["after core", "core", "slot 0"]
+
+
+def expression_in_loop(n):
+    for i in range(n):
+        _ = defer(LOG.append, i)
+    return n
+
+
+def test_an_expression_defer_in_a_loop_stays_generic_and_correct():
+    assert not open_coded(expression_in_loop)
+    assert expression_in_loop(3) == 3
+    assert LOG == [2, 1, 0]
+
+
+def with_a_block(fail):
+    defer(note("function"))
+    with scope():
+        defer(note("block"))
+        LOG.append("in block")
+    LOG.append("after block")
+    if fail:
+        raise KeyError
+    return "done"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_scope_block_in_an_open_coded_function_runs_at_the_block_end(fail):
+    assert open_coded(with_a_block)
+    if fail:
+        with pytest.raises(KeyError):
+            with_a_block(True)
+    else:
+        assert with_a_block(False) == "done"
+    assert LOG == ["in block", "block", "after block", "function"]
+
+
+def returns_from_inside_a_block():
+    defer(note("function"))
+    with scope():
+        defer(note("block"))
+        return "inside"
+
+
+def test_returning_from_a_block_runs_the_block_then_the_function():
+    assert open_coded(returns_from_inside_a_block)
+    assert returns_from_inside_a_block() == "inside"
+    assert LOG == ["block", "function"]
