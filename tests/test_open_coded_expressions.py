@@ -1,13 +1,16 @@
-"""defer() used as an expression, and ``with scope():`` blocks, in open-coded functions.
+"""defer() used as an expression or as a decorator, and ``with scope():`` blocks, in open-coded
+functions.
 
 This module is prepared by godefer's pytest plugin. A defer whose value is used (``x =
 defer(f)``, ``return defer(f)``) fills a slot like the statement form when it is the only
-defer of its statement and outside loops; a ``with scope():`` block keeps its own calls in the
-core without taking the function's slots away. The rest stays generic and equally correct.
+defer of its statement and outside loops, and so does ``@defer`` as the outermost decorator of
+a nested def outside loops; a ``with scope():`` block keeps its own calls in the core without
+taking the function's slots away. The rest stays generic and equally correct.
 """
 
 from __future__ import annotations
 
+import functools
 import traceback
 
 import pytest
@@ -164,3 +167,56 @@ def test_returning_from_a_block_runs_the_block_then_the_function():
     assert open_coded(returns_from_inside_a_block)
     assert returns_from_inside_a_block() == "inside"
     assert LOG == ["block", "function"]
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper():
+        LOG.append("wrapped")
+        return fn()
+
+    return wrapper
+
+
+def decorated_slots(fail):
+    @defer
+    def first():
+        LOG.append(("first", recover()))
+
+    @defer
+    @logged
+    def second():
+        LOG.append("second")
+
+    LOG.append(first.__name__)
+    if fail:
+        raise ValueError("body")
+    return "done"
+
+
+def test_defer_as_outermost_decorator_fills_a_slot():
+    assert open_coded(decorated_slots)
+    assert decorated_slots(False) == "done"
+    assert LOG == ["first", "wrapped", "second", ("first", None)]
+
+
+def test_a_decorated_slot_recovers_an_exception():
+    assert decorated_slots(True) is None
+    assert LOG[:3] == ["first", "wrapped", "second"]
+    tag, exc = LOG[3]
+    assert tag == "first" and isinstance(exc, ValueError)
+
+
+def defer_not_outermost():
+    @logged
+    @defer
+    def inner():
+        LOG.append("inner")
+
+    LOG.append("body")
+
+
+def test_defer_below_another_decorator_stays_generic_and_correct():
+    assert not open_coded(defer_not_outermost)
+    defer_not_outermost()
+    assert LOG == ["body", "inner"]

@@ -4,8 +4,9 @@ Open coding turns a function's defers into straight-line code on the way out, wi
 around each slot that may be unreached. CPython 3.13.0 miscompiled one such arrangement (a call
 without a line number after such an ``if`` ran twice), so this checks the arrangements
 exhaustively: four defers, each at the top level, inside an ``if``, in a loop, used as an
-expression, or in a ``with scope():`` block (which runs it at the block's end), returning
-normally or raising, on every combination of the conditions.
+expression, as ``@defer`` on a nested def, or in a ``with scope():`` block (which runs it at the
+block's end), returning normally or raising, under condition patterns that reach and skip each
+``if``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import pytest
 
 from godefer._prepare import prepare_source
 
-PLACES = ("top", "if", "loop", "expr", "block")
+PLACES = ("top", "if", "loop", "expr", "block", "deco")
+# Every condition pattern that tells the four `if`s apart: each slot reached and unreached, next
+# to a reached and to an unreached neighbour.
+CONDS = [
+    (False,) * 4,
+    (True,) * 4,
+    (True, False) * 2,
+    (False, True) * 2,
+    (True, True, False, False),
+]
 
 
 def source(places: tuple[str, ...]) -> str:
@@ -30,6 +40,8 @@ def source(places: tuple[str, ...]) -> str:
             lines += ["    for i in range(n):", f"        defer(log.append, ({k}, i))"]
         elif place == "expr":
             lines.append(f"    assert defer(log.append, {k}) == log.append")
+        elif place == "deco":
+            lines += ["    @defer", f"    def _{k}():", f"        log.append({k})"]
         else:
             lines += ["    with scope():", f"        defer(log.append, ('block', {k}))"]
     lines += ["    if fail:", "        raise ValueError", '    return "done"']
@@ -40,7 +52,7 @@ def expected(places: tuple[str, ...], conds: tuple[bool, ...], n: int) -> list:
     blocks: list = []  # run at once, at the block's end
     ran: list = []
     for k, place in enumerate(places):
-        if place in ("top", "expr") or (place == "if" and conds[k]):
+        if place in ("top", "expr", "deco") or (place == "if" and conds[k]):
             ran.append(k)
         elif place == "loop":
             ran += [(k, i) for i in range(n)]
@@ -59,7 +71,7 @@ def test_each_deferred_call_runs_once_in_reverse_order(first, tmp_path):
         f = ns["f"]
         if set(places) != {"block"}:
             assert "__godefer_0__" in f.__code__.co_varnames, places  # open-coded
-        for conds in itertools.product((False, True), repeat=4):
+        for conds in CONDS:
             for n in (0, 2):
                 for fail in (False, True):
                     log: list = []

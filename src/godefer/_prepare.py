@@ -95,6 +95,7 @@ class SlotCall(NamedTuple):
     call: ast.Call  # defer(f, *args, **kwargs), whatever the source's form
     loop: int | None  # id of the outermost loop around it: its slot holds a list
     expression: bool = False  # used as an expression, not a statement of its own
+    decorator: bool = False  # `@defer` on a nested def (call.args[0] is unused)
 
 
 class PrepareError(SyntaxError):
@@ -230,7 +231,12 @@ class Preparer(ast.NodeTransformer):
                 out.append(self.visit(d))
         return out
 
-    def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.stmt:
+    def _visit_function(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef
+    ) -> ast.stmt | list[ast.stmt]:
+        if self.open_coder is not None and id(node) in self.open_coder.slot_calls:
+            # `@defer def ...` nested in an if/try/with of an open-coded function.
+            return self.open_coder.slot(node, self.open_coder.slot_calls[id(node)], may_skip=True)
         node.decorator_list = self._visit_decorators(node.decorator_list)
         node.args = self.visit(node.args)
         if node.returns is not None:
@@ -307,6 +313,12 @@ class Preparer(ast.NodeTransformer):
             if block:
                 claimed.update(id(n) for n in _own_nodes([stmt]))
                 continue
+            decorated = self._decorated_slot(stmt, shadowed)
+            if decorated is not None and loop is None:
+                slots[id(stmt)] = decorated
+                groups.add(id(stmt))
+                claimed.add(id(stmt.decorator_list[0]))  # type: ignore[attr-defined]
+                continue
             slot = self._slot_call(stmt)
             if slot is not None:
                 slots[id(stmt)] = SlotCall(*slot, loop=None if loop is None else id(loop))
@@ -336,7 +348,8 @@ class Preparer(ast.NodeTransformer):
             return None
         for node in _own_nodes(body):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and any(
-                self.aliases.role(d, shadowed) in SCHEDULERS for d in node.decorator_list
+                self.aliases.role(d, shadowed) in SCHEDULERS and id(d) not in claimed
+                for d in node.decorator_list
             ):
                 return None
             expr = node.func if isinstance(node, ast.Call) else None
@@ -349,6 +362,20 @@ class Preparer(ast.NodeTransformer):
             ):
                 return None  # scheduled where no slot can take it
         return slots
+
+    def _decorated_slot(self, stmt: ast.stmt, shadowed: frozenset[str]) -> SlotCall | None:
+        """`@defer` as the outermost decorator of a nested def (Go's `defer func() {...}()`):
+        a slot filled with the decorated function once the def has run."""
+        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) or not stmt.decorator_list:
+            return None
+        first, *rest = stmt.decorator_list
+        role = self.aliases.role(first, shadowed)
+        if role not in STATEMENT_FORMS or any(
+            self.aliases.role(d, shadowed) in SCHEDULERS for d in rest
+        ):
+            return None
+        call = ast.copy_location(ast.Call(func=first, args=[], keywords=[]), first)
+        return SlotCall(role, call, loop=None, decorator=True)
 
     def _statements(
         self, body: list[ast.stmt], loop: ast.stmt | None = None, block: bool = False
@@ -629,6 +656,10 @@ class OpenCoder:
 
     def slot(self, stmt: ast.stmt, slot: SlotCall, may_skip: bool) -> list[ast.stmt]:
         self.preparer.prepared_any = True
+        if slot.decorator:
+            assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            self.may_skip.append(may_skip)
+            return self._decorated(stmt, slot.role)
         if slot.loop is None:
             self.may_skip.append(may_skip)
             return self._single_slot(stmt, slot.role, slot.call)
@@ -680,7 +711,7 @@ class OpenCoder:
         )
 
     @staticmethod
-    def _core_defer(role: str, stmt: ast.stmt, call_shape: tuple) -> ast.Expr:
+    def _core_defer(role: str, stmt: ast.AST, call_shape: tuple) -> ast.Expr:
         """The core's defer of the evaluated call: raises TypeError for a non-callable at this
         line, or joins the entries the core holds for the frame."""
         call_args, call_keywords = copy.deepcopy(call_shape)
@@ -693,7 +724,7 @@ class OpenCoder:
         )
 
     @staticmethod
-    def _locate(stmt: ast.stmt, nodes: list[ast.stmt]) -> list[ast.stmt]:
+    def _locate(stmt: ast.AST, nodes: list[ast.stmt]) -> list[ast.stmt]:
         for node in nodes:
             for n in ast.walk(node):
                 if isinstance(n, (ast.stmt, ast.expr, ast.keyword)):
@@ -752,6 +783,25 @@ class OpenCoder:
             if isinstance(n, (ast.expr, ast.keyword)):
                 ast.copy_location(n, call)
         return expr
+
+    def _decorated(self, stmt: ast.FunctionDef | ast.AsyncFunctionDef, role: str) -> list[ast.stmt]:
+        """`@defer def f(): ...`: the def without that decorator, then its function (what the
+        other decorators made of it) fills a slot as `defer(f)` would, at the decorator's line."""
+        decorator = stmt.decorator_list.pop(0)
+        del self.slot_calls[id(stmt)]  # the def itself is visited as any nested function
+        new = self.preparer.visit(stmt)
+        i = len(self.slots)
+        values: list[tuple[str, ast.expr]] = [(f"__godefer_{i}__", _name(stmt.name))]
+        self.slots.append((role, values))
+        self.call_shapes.append(([], []))
+        fallback = ast.parse(
+            f"if {STATE} is not None or not callable(__godefer_{i}__):\n"
+            f"    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
+        ).body[0]
+        assert isinstance(fallback, ast.If)
+        fallback.body.append(self._core_defer(role, decorator, ([], [])))
+        located = self._locate(decorator, [self._store(values), fallback])
+        return [*(new if isinstance(new, list) else [new]), *located]
 
     def _list_entry(self, stmt: ast.stmt, role: str, call: ast.Call, i: int) -> list[ast.stmt]:
         """A defer in a loop appends to its slot's DeferList, which checks the callable: the
