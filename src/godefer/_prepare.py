@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import ast
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -498,7 +498,9 @@ class Preparer(ast.NodeTransformer):
             self.prepared_any = True
         return node
 
-    def visit_Return(self, node: ast.Return) -> ast.Return:
+    def visit_Return(self, node: ast.Return) -> ast.stmt | list[ast.stmt]:
+        if self.open_coder is not None and self.open_coder.inline_returns:
+            return self.open_coder.return_site(node)
         if node.value is not None:
             node.value = self.visit(node.value)
             if self._scope_kind() in ("function", "generator"):
@@ -618,6 +620,8 @@ class OpenCoder:
         self.preparer = preparer
         self.slot_calls = slot_calls  # by id(statement), in textual order
         self.list_slots: dict[int, int] = {}  # id(loop) -> the index of its slot
+        self.inline_returns = False  # every return runs the slots where it is (no `finally`)
+        self.exits: set[int] = set()  # ids of the return sites' placeholders
         self.line = line  # the def line: where inserted exception handlers report
         self.valued = kind != "async_generator"
         self.slots: list[tuple[str, list[tuple[str, ast.expr]]]] = []  # (kind, [(local, arg)])
@@ -628,6 +632,7 @@ class OpenCoder:
 
     def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
+        self.inline_returns = _returns_are_clean(body)
         out: list[ast.stmt] = []
         returned = False  # a `return` at or before this point may skip later slots
         for index, stmt in enumerate(body):
@@ -644,13 +649,62 @@ class OpenCoder:
             f"__godefer_{i}__ = None\n" for i in range(len(self.slots))
         )
         first = _first_user_line(out) if out else self.line
+        init_stmts = [_at_line(s, first) for s in _parse(init)]
+        if self.inline_returns:
+            # Falling off the end is one more return site.
+            fall_off = _fall_off(self.valued) if self.valued else []
+            out += [*fall_off, self._sentinel()]
+            replace = _ReplaceSentinels(self.exits)
+            replace.make = lambda: [_no_location(s) for s in self._on_return()]
+            out = replace.visit_body(out)
+            return docstring + self.returning_structure(init_stmts, out)
         has_value_return = any(
             isinstance(n, ast.Return) and n.value is not None for n in _own_nodes(body)
         )
         return docstring + self.exit_structure(
-            [_at_line(s, first) for s in _parse(init)],
+            init_stmts,
             out + (_fall_off(self.valued) if has_value_return else []),
         )
+
+    # -- returns that run the slots where they are ------------------------------------------
+
+    def _sentinel(self) -> ast.stmt:
+        """A placeholder for a return site's exit code, made once every slot is known."""
+        node = _no_location(ast.Pass())
+        assert isinstance(node, ast.stmt)
+        self.exits.add(id(node))
+        return node
+
+    def return_site(self, node: ast.Return) -> list[ast.stmt]:
+        """`return x` outside any try or with: the value goes to the result local and the slots
+        run right here, as a `finally` would have run them."""
+        out: list[ast.stmt] = []
+        if node.value is not None:
+            value = self.preparer.visit(node.value)
+            assign = ast.Assign(targets=[_name(RV, ast.Store())], value=value)
+            out.append(ast.copy_location(assign, node))
+            ast.copy_location(assign.targets[0], node)
+        elif self.valued:
+            none = ast.Assign(targets=[_name(RV, ast.Store())], value=ast.Constant(None))
+            out.append(_no_location(none))
+        return [*out, self._sentinel()]
+
+    def returning_structure(self, init: list[ast.stmt], body: list[ast.stmt]) -> list[ast.stmt]:
+        """The exit handler when every return runs the slots where it is:
+
+            <init>
+            try:
+                <body: each `return x` is `rv = x; <_on_return>`>
+            except BaseException:              # the scope's first line (see _at_line)
+                <_on_exception>
+
+        An exception leaving the body passes one handler, as it would one `finally`."""
+        stmt = _no_location(ast.parse("try:\n    pass\nexcept BaseException:\n    pass").body[0])
+        assert isinstance(stmt, ast.Try)
+        stmt.body = body
+        stmt.handlers[0].body = self._on_exception(body_raised=f"{STATE} is None")
+        _at_line(stmt.handlers[0], self.line)
+        return [*init, stmt]
 
     # -- one slot -----------------------------------------------------------------------------
 
@@ -946,14 +1000,14 @@ class OpenCoder:
             last = i
         return chain, None if last is None else OPEN_UNWINDING + last
 
-    def _on_exception(self) -> list[ast.stmt]:
+    def _on_exception(self, body_raised: str = f"{STATE} == {OPEN_BODY_RAISED}") -> list[ast.stmt]:
         """The located handler's body: the exception leaving the body (state 1) runs the reached
         slots inline; anything else (a slot raised on return, the core holds entries of this
         frame) goes to the core. Its result starts as None: a function leaving by an exception
         has no value unless a deferred call sets one."""
         out = _parse(f"{RV} = None") if self.valued else []
         chain, end = self._unwinding_chain()
-        inline = _parse(f"if {STATE} == {OPEN_BODY_RAISED}:\n    pass")[0]
+        inline = _parse(f"if {body_raised}:\n    pass")[0]
         assert isinstance(inline, ast.If)
         if chain:
             guarded = _parse("try:\n    pass\nexcept BaseException:\n    pass")[0]
@@ -1152,6 +1206,47 @@ def _own_nodes(body: list[ast.stmt]) -> Iterable[ast.AST]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             continue
         stack.extend(ast.iter_child_nodes(node))
+
+
+def _returns_are_clean(body: list[ast.stmt]) -> bool:
+    """Whether no `return` of this function body is inside a try or a with statement, where code
+    (a `finally`, an `except`, an `__exit__`) can still run after it."""
+
+    def clean(stmts: list[ast.stmt], guarded: bool) -> bool:
+        for stmt in stmts:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if isinstance(stmt, ast.Return) and guarded:
+                return False
+            inner = guarded or isinstance(stmt, (ast.Try, ast.TryStar, ast.With, ast.AsyncWith))
+            parts = [getattr(stmt, f, []) for f in ("body", "orelse", "finalbody")]
+            parts += [h.body for h in getattr(stmt, "handlers", [])]
+            parts += [c.body for c in getattr(stmt, "cases", [])]
+            if not all(clean(part, inner) for part in parts):
+                return False
+        return True
+
+    return clean(body, False)
+
+
+class _ReplaceSentinels(ast.NodeTransformer):
+    """Puts each return site's exit code in place of its placeholder."""
+
+    def __init__(self, coder_exits: set[int]) -> None:
+        self.exits = coder_exits
+        self.make: Callable[[], list[ast.stmt]] | None = None
+
+    def visit_body(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        module = ast.Module(body=body, type_ignores=[])
+        return self.visit(module).body
+
+    def generic_visit(self, node: ast.AST) -> ast.AST | list[ast.stmt]:
+        if id(node) in self.exits:
+            assert self.make is not None
+            return self.make()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return node  # a nested scope has its own return sites
+        return super().generic_visit(node)
 
 
 _NESTED_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
