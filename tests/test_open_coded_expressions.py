@@ -220,3 +220,31 @@ def test_defer_below_another_decorator_stays_generic_and_correct():
     assert not open_coded(defer_not_outermost)
     defer_not_outermost()
     assert LOG == ["body", "inner"]
+
+
+def assigned_after_core_entry():
+    Tracked("core")
+    handle = defer(note("assigned"))  # the core holds entries: the fallback branch assigns
+    LOG.append(callable(handle))
+    return 2
+
+
+def test_an_assigned_defer_after_a_core_entry_still_assigns_the_callee():
+    assert open_coded(assigned_after_core_entry)
+    assert assigned_after_core_entry() == 2
+    assert LOG == [True, "assigned", "core"]
+
+
+def assigned_non_callable(value):
+    bound = "unbound"
+    try:
+        bound = defer(value)
+    except TypeError:
+        LOG.append(bound)
+    return bound
+
+
+def test_an_assigned_non_callable_binds_nothing():
+    assert open_coded(assigned_non_callable)
+    assert assigned_non_callable(7) == "unbound"
+    assert LOG == ["unbound"]

@@ -498,6 +498,16 @@ class Preparer(ast.NodeTransformer):
             self.prepared_any = True
         return node
 
+    def visit_Assign(self, node: ast.Assign) -> ast.stmt | list[ast.stmt]:
+        if (
+            self.open_coder is not None
+            and isinstance(node.value, ast.Call)
+            and id(node.value) in self.open_coder.slot_calls
+        ):
+            return self.open_coder.assigned_slot(node)
+        self.generic_visit(node)
+        return node
+
     def visit_Return(self, node: ast.Return) -> ast.stmt | list[ast.stmt]:
         if self.open_coder is not None and self.open_coder.inline_returns:
             return self.open_coder.return_site(node)
@@ -799,6 +809,27 @@ class OpenCoder:
         assert isinstance(fallback, ast.If)
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [self._store(values), fallback])
+
+    def assigned_slot(self, node: ast.Assign) -> list[ast.stmt]:
+        """`x = defer(f, ...)`: the slot is filled as by the statement form, then the targets
+        get the callee (what defer() returns), with no tuple to build."""
+        assert isinstance(node.value, ast.Call)
+        slot = self.slot_calls[id(node.value)]
+        self.preparer.prepared_any = True
+        self.may_skip.append(True)
+        i = len(self.slots)
+        store, fallback = self._single_slot(node, slot.role, slot.call)
+        assert isinstance(fallback, ast.If)
+        targets = [self.preparer.visit(t) for t in node.targets]
+        fallback.body.append(
+            ast.copy_location(
+                ast.Assign(targets=copy.deepcopy(targets), value=_name("__godefer_f__")), node
+            )
+        )
+        fallback.orelse = [
+            ast.copy_location(ast.Assign(targets=targets, value=_name(f"__godefer_{i}__")), node)
+        ]
+        return self._locate(node, [store, fallback])
 
     def expression_slot(self, call: ast.Call, slot: SlotCall) -> ast.expr:
         """A defer used as an expression fills a slot as the statement form does, in one
