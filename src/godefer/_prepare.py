@@ -661,9 +661,9 @@ class OpenCoder:
         first = _first_user_line(out) if out else self.line
         init_stmts = [_at_line(s, first) for s in _parse(init)]
         if self.inline_returns:
-            # Falling off the end is one more return site.
-            fall_off = _fall_off(self.valued) if self.valued else []
-            out += [*fall_off, self._sentinel()]
+            # Falling off the end is one more return site. The result is still None there: no
+            # return stored a value and then failed to leave.
+            out.append(self._sentinel())
             replace = _ReplaceSentinels(self.exits)
             replace.make = lambda: [_no_location(s) for s in self._on_return()]
             out = replace.visit_body(out)
