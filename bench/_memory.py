@@ -41,7 +41,7 @@ NS = (1, 10, 1000)
 VIEWS = ("tracemalloc", "heap")
 CANDIDATES = (
     ("listfinally", "list of (fn, arg) + try/finally (hand-written)"),
-    ("godefer_prepared", "godefer prepared (core-held)"),
+    ("godefer_prepared", "godefer prepared (open-coded list)"),
     ("godefer_runtime", "godefer runtime path"),
     ("exitstack", "contextlib.ExitStack"),
     ("python_defer", "python-defer"),

@@ -150,6 +150,11 @@ def one_defer_candidates() -> list[Candidate]:
         Candidate("plain", "plain call fn() (no cleanup guarantee)", plain("fn()")),
         Candidate("tryfinally", "try/finally (hand-written: the limit)", plain(TRY_ONE)),
         Candidate(
+            "tryfinally_if",
+            "try/finally, call under an if (hand-written)",
+            plain(TRY_IF),
+        ),
+        Candidate(
             "godefer_prepared",
             "godefer prepared: top-level defer (open-coded)",
             lambda: prepared("one_defer"),
@@ -160,8 +165,13 @@ def one_defer_candidates() -> list[Candidate]:
             lambda: prepared("one_defer_in_block"),
         ),
         Candidate(
+            "godefer_prepared_expr",
+            "godefer prepared: _ = defer(fn) (open-coded)",
+            lambda: prepared("one_defer_expression"),
+        ),
+        Candidate(
             "godefer_prepared_core",
-            "godefer prepared: _ = defer(fn) (core-held)",
+            "godefer prepared: in a scope() block (core-held)",
             lambda: prepared("one_defer_core"),
         ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),
@@ -182,6 +192,16 @@ try:
 finally:
     fn()
 """
+# What `if fn: defer(fn)` is by hand: the condition decides at the exit too.
+TRY_IF = """
+armed = False
+try:
+    if fn:
+        armed = True
+finally:
+    if armed:
+        fn()
+"""
 EXITSTACK_ONE = """
 with ExitStack() as stack:
     stack.callback(fn)
@@ -198,7 +218,9 @@ def loop_candidates() -> list[Candidate]:
             lambda: exec_function(_src(LIST_FINALLY, args)),
         ),
         Candidate(
-            "godefer_prepared", "godefer prepared (core-held)", lambda: prepared("loop_defer")
+            "godefer_prepared",
+            "godefer prepared (open-coded list)",
+            lambda: prepared("loop_defer"),
         ),
         Candidate(
             "godefer_runtime",
@@ -415,7 +437,12 @@ def _ratios(rows: dict, base_key: str, exitstack_key: str | None = "exitstack") 
 
 def run_one_defer(budget_s: float, repeats: int) -> dict:
     cands = measure(one_defer_candidates(), "call1", budget_s, repeats)
-    return _ratios({c.key: c.row() for c in cands}, "tryfinally")
+    rows = _ratios({c.key: c.row() for c in cands}, "tryfinally")
+    # A defer inside an `if` against the same condition written by hand.
+    block, by_hand = rows.get("godefer_prepared_block", {}), rows.get("tryfinally_if", {})
+    if block.get("ns") and by_hand.get("ns"):
+        block["ratio_matched"] = block["ns"] / by_hand["ns"]
+    return rows
 
 
 LOOP_NS = (1, 10, 1000)

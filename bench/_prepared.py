@@ -4,14 +4,14 @@ godefer's import hook rewrites modules that import it before their code first ru
 path of DESIGN.md section 3). The bench imports this module lazily, only in the measurements
 that are about godefer, and reports whether each code object was actually rewritten.
 
-``defer`` statements outside loops (up to 8 in a function, top level or inside an ``if``) are
-open-coded: kept in frame locals and called inline on return. A defer in a loop, in an
-expression or in a ``with scope():`` block makes the function keep its deferred calls in the C++
-core, keyed by the frame (``one_defer_core`` is the cheapest way to get that for one call).
-``raise_ten`` has more defers than open coding takes, so it uses the core too.
+Defers are open-coded (up to 16 slots in a function): a defer outside loops, as a statement, an
+expression or ``@defer`` on a nested def, keeps its callee and arguments in frame locals; the
+defers of a loop share a list in a frame local. They run inline on return. A defer in a ``with
+scope():`` block belongs to the block, whose calls the C++ core keeps (``one_defer_core`` is the
+cheapest way to get a core-held call).
 """
 
-from godefer import defer
+from godefer import defer, scope
 
 
 def is_prepared(func) -> bool:
@@ -29,8 +29,13 @@ def one_defer_in_block(fn):
         defer(fn)
 
 
-def one_defer_core(fn):
+def one_defer_expression(fn):
     _ = defer(fn)
+
+
+def one_defer_core(fn):
+    with scope():
+        defer(fn)
 
 
 def loop_defer(fn, n):

@@ -59,6 +59,16 @@ def _met(value, limit, *, at_most=True):
     return value <= limit if at_most else value >= limit
 
 
+# Bars read from instruction counts (bench/_instructions.py): (table, key, what).
+INSTRUCTION_BARS = (
+    ("one_defer", "godefer_prepared", "prepared, top-level defer"),
+    ("one_defer", "godefer_prepared_block", "prepared, defer inside an if"),
+    ("one_defer", "godefer_prepared_expr", "prepared, defer as an expression"),
+    ("one_defer", "godefer_prepared_core", "prepared, defer in a scope() block (core-held)"),
+    ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
+)
+
+
 def bars(res: dict) -> list[dict]:
     """The bars for one version's results: [{bar, measured, met (True/False/None), note}]."""
     out: list[dict] = []
@@ -83,9 +93,19 @@ def bars(res: dict) -> list[dict]:
         f"{r:.3f}x" if r else "n/a",
         _met(r, BAR_PREPARED),
     )
+    block = one.get("godefer_prepared_block", {})
+    r = block.get("ratio_matched") if block.get("status") == "ok" else None
+    add(
+        f"prepared, defer inside an if <= {BAR_PREPARED}x try/finally under the same if",
+        f"{r:.3f}x" if r else "n/a",
+        _met(r, BAR_PREPARED),
+        f"vs plain try/finally: {ratio('godefer_prepared_block'):.3f}x"
+        if ratio("godefer_prepared_block")
+        else "",
+    )
     for key, what in (
-        ("godefer_prepared_block", "inside an if"),
-        ("godefer_prepared_core", "core-held"),
+        ("godefer_prepared_expr", "used as an expression"),
+        ("godefer_prepared_core", "in a scope() block (core-held)"),
     ):
         r = ratio(key)
         add(
@@ -108,7 +128,8 @@ def bars(res: dict) -> list[dict]:
     for key, what in (
         ("godefer_prepared", "top-level"),
         ("godefer_prepared_block", "inside an if"),
-        ("godefer_prepared_core", "core-held"),
+        ("godefer_prepared_expr", "expression"),
+        ("godefer_prepared_core", "scope() block"),
     ):
         row = one.get(key, {})
         f = row.get("exitstack_over_this") if row.get("status") == "ok" else None
@@ -118,6 +139,18 @@ def bars(res: dict) -> list[dict]:
             _met(f, BAR_EXITSTACK, at_most=False),
             f"DESIGN.md's >= 10x: {'met' if f and f >= 10 else 'missed'}" if f else "",
         )
+    ins = res.get("instructions") or {}
+    if ins.get("status") == "ok":
+        for table, key, what in INSTRUCTION_BARS:
+            row = ins["tables"].get(table, {}).get(key, {})
+            r = row.get("ratio")
+            base = row.get("baseline")
+            add(
+                f"callgrind: {what} <= {BAR_PREPARED}x {base}",
+                f"{r:.3f}x" if r else "n/a",
+                _met(r, BAR_PREPARED),
+                f"{row['instructions']:.0f} instructions per call" if r else row.get("note", ""),
+            )
     cg = res.get("callgrind") or {}
     for mode in ("imported", "pending_prepared", "pending_runtime"):
         label = dict(MODES)[mode]
@@ -250,7 +283,7 @@ def version_report(res: dict) -> str:
             )
         rows.append(cells)
     out.append(_table(["", "1 deferred call", "10 deferred calls"], rows))
-    out.append("  (1 defer: open-coded; 10 defers exceed the 8 that open coding takes: core-held)")
+    out.append("  (both open-coded: the body's handler calls the slots inline)")
 
     mem = res["memory"]
     out.append(
@@ -294,9 +327,25 @@ def version_report(res: dict) -> str:
         out.append(f"  instructions: {cg.get('note') or 'not measured (run with --callgrind)'}")
     out += _notes(gt)
 
+    out += instructions_report(res)
     out.append(f"\n-- quality bars, CPython {res['python']} --")
     out.append(bars_report({res["python"]: res}))
     return "\n".join(out)
+
+
+def instructions_report(res: dict) -> list[str]:
+    ins = res.get("instructions") or {}
+    out = ["\n-- instructions per call under callgrind (ratio to its hand-written baseline) --"]
+    if ins.get("status") != "ok":
+        return [*out, f"  {ins.get('note') or 'not measured (run with --callgrind)'}"]
+    rows = []
+    for table, rows_ in ins["tables"].items():
+        for key, row in rows_.items():
+            per, r = row.get("instructions"), row.get("ratio")
+            label = f"{table}: {key}" + (f" (vs {row['baseline']})" if row.get("baseline") else "")
+            rows.append([label, f"{per:.0f}" if per else "n/a", _x(r) if r else "-"])
+    out.append(_table(["", "instructions", "ratio"], rows))
+    return out
 
 
 def bars_report(results: dict) -> str:
@@ -387,6 +436,25 @@ def combined_report(results: dict) -> str:
             cells.append(f"{instr} ({time_})")
         rows.append(cells)
     out.append(_table(["", *versions], rows))
+
+    if any((results[v].get("instructions") or {}).get("status") == "ok" for v in versions):
+        out.append("\n-- instructions per call under callgrind: count (ratio to its baseline) --")
+        rows = []
+        seen = next(
+            results[v]["instructions"]["tables"]
+            for v in versions
+            if (results[v].get("instructions") or {}).get("status") == "ok"
+        )
+        for table, rows_ in seen.items():
+            for key in rows_:
+                cells = [f"{table}: {key}"]
+                for v in versions:
+                    ins = results[v].get("instructions") or {}
+                    row = ins.get("tables", {}).get(table, {}).get(key, {})
+                    per, r = row.get("instructions"), row.get("ratio")
+                    cells.append(f"{per:.0f}" + (f" ({_x(r)})" if r else "") if per else "n/a")
+                rows.append(cells)
+        out.append(_table(["", *versions], rows))
 
     out.append("\n== quality bars (report only; nothing here fails the run) ==")
     out.append(bars_report(results))

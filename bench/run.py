@@ -44,7 +44,7 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import _global, _memory, _micro, _report, _venvs  # noqa: E402
+from bench import _global, _instructions, _memory, _micro, _report, _venvs  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # one interpreter
@@ -72,10 +72,16 @@ def run_here(args) -> dict:
     memory = _memory.measure()
     say(f"[bench {platform.python_version()}] unrelated workload, time")
     global_time = _global.measure_time(sys.executable, *work)
-    callgrind = None
+    callgrind = instructions = None
     if args.callgrind:
         say(f"[bench {platform.python_version()}] unrelated workload, callgrind (slow)")
         callgrind = _global.measure_callgrind(sys.executable, k)
+        say(f"[bench {platform.python_version()}] instructions per deferred call, callgrind")
+        instructions = (
+            _instructions.measure(sys.executable, 100, 1100)
+            if args.smoke
+            else _instructions.measure(sys.executable)
+        )
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -88,6 +94,7 @@ def run_here(args) -> dict:
         "memory": memory,
         "global_time": global_time,
         "callgrind": callgrind,
+        "instructions": instructions,
     }
 
 
