@@ -2,17 +2,17 @@
 
 A prepared scope (function, module body or class body) that schedules anything keeps its
 statements and positions, and gets one exit handler (`_exit_structure`). Functions whose defers
-are all top-level statements keep them in frame locals and call them inline on return
-(`OpenCoder`, Go 1.14's open-coded defers); the others, and module and class bodies, keep their
-deferred calls in the core, keyed by the frame:
+all have a slot (statements, expressions and `@defer` defs outside loops; the defers of a loop
+share one) keep them in frame locals and call them inline (`OpenCoder`, Go 1.14's open-coded
+defers); the others, and module and class bodies, keep their deferred calls in the core, keyed
+by the frame:
 
     def f(x):                      def f(x):
         defer(g, x)                    __godefer_rv__ = None; __godefer_st__ = None
-        if x:                          try:
-            defer(h)                       try:
-        return x                               __godefer_rt__.defer(g, x)
-                                               if x:
-                                                   __godefer_rt__.defer(h)
+        x = scoped(h(x))               try:
+        return x                           try:
+                                               __godefer_rt__.defer(g, x)
+                                               x = __godefer_rt__.scoped(h(x))
                                                return (__godefer_rv__ := x)
                                            except BaseException:
                                                __godefer_st__ = 1
@@ -598,30 +598,33 @@ def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
 
 
 class OpenCoder:
-    """Open-coded defers (Go 1.14's model): each top-level defer of a function stores its callee
-    and arguments in frame locals; returning normally calls them inline, last first. Everything
-    else (an exception in flight, recover(), a ScopeBound or other entry the core added to the
-    frame) goes through the core with the slots that were reached:
+    """Open-coded defers (Go 1.14's model): each defer of a function outside loops owns a slot,
+    frame locals holding its callee and arguments; the defers of one outermost loop share a slot
+    holding a DeferList. A normal exit calls the reached slots inline, last first; so does the
+    handler of an exception leaving the body. The core takes over only for what inline code
+    cannot do: a loop's list or a raising slot on the exception path, a recovery's remaining
+    slots, and frames whose core holds entries too (a ScopeBound constructed there):
 
-        __godefer_st__ = 0; __godefer_rv__ = None; __godefer_0__ = None
+        __godefer_st__ = None; __godefer_rv__ = None; __godefer_0__ = None
         try:
+            __godefer_0__, __godefer_0_0__ = f, x                 # defer(f, x), evaluated here
+            if __godefer_st__ is not None or not callable(__godefer_0__):  # the core holds
+                __godefer_0__, __godefer_f__ = None, __godefer_0__  # entries, or a non-callable:
+                __godefer_rt__.defer(__godefer_f__, __godefer_0_0__)  # TypeError at this line
             ...
-            __godefer_0__, __godefer_0_0__ = f, x              # defer(f, x), evaluated here
-            if __godefer_st__ or not callable(__godefer_0__):  # the core holds entries, or a
-                __godefer_0__, __godefer_f__ = None, __godefer_0__  # non-callable: its TypeError
-                __godefer_rt__.defer(__godefer_f__, __godefer_0_0__)  # is raised at this line
-            ...
-        (inside _exit_structure's handler; on return:)
-            if not __godefer_st__:
-                __godefer_st__ = 2                   # result()/set_result() read this frame
-                if __godefer_0__ is not None:
-                    __godefer_f__ = __godefer_0__; __godefer_0__ = None
-                    __godefer_f__(__godefer_0_0__)   # raising here reaches the handler, which
-                return __godefer_rv__                # gives the core the slots left
-            if __godefer_st__ == 3:                  # the core holds newer entries
+            __godefer_rv__ = value                                # return value:
+            if __godefer_st__ is None:
+                __godefer_st__ = 100                              # result()/set_result() and
+                __godefer_0__(__godefer_0_0__)                    # the core read the state
+                return __godefer_rv__
+            if __godefer_st__ == 3:                               # the core holds newer entries
                 __godefer_st__ = 4
-                return __godefer_rt__.complete_slots(__godefer_rv__, groups)
-        (on an exception: __godefer_rt__.unwind_slots(exc, groups))
+                return __godefer_rt__.complete_slots(__godefer_rv__, 3, *groups)
+        except BaseException:                                     # the scope's first line
+            <_on_exception: the slots inline (state 200 + i), or the core>
+
+    That is the shape when no return is inside a try or with statement (returning_structure);
+    otherwise the return code sits in a `finally` (exit_structure).
     """
 
     def __init__(
