@@ -15,25 +15,16 @@ import traceback
 
 import pytest
 
-from godefer import ScopeBound, defer, errdefer, okdefer, recover, scope
+from godefer import defer, errdefer, okdefer, recover, scope
+from slot_log import (
+    LOG,
+    Tracked,
+    note,
+    open_coded,
+    slot_log,  # noqa: F401  (the fixture pytestmark names)
+)
 
-
-def open_coded(fn) -> bool:
-    return "__godefer_0__" in fn.__code__.co_varnames
-
-
-LOG: list[object] = []
-
-
-@pytest.fixture(autouse=True)
-def clear_log():
-    LOG.clear()
-    yield
-    LOG.clear()
-
-
-def note(tag):
-    return lambda: LOG.append(tag)
+pytestmark = pytest.mark.usefixtures("slot_log")
 
 
 def value_is_the_callee():
@@ -99,14 +90,6 @@ def test_recover_from_an_expression_slot():
     assert open_coded(recovers_through_expression_slot)
     assert recovers_through_expression_slot() is None
     assert isinstance(LOG[0], ValueError)
-
-
-class Tracked(ScopeBound):
-    def __init__(self, tag):
-        self.tag = tag
-
-    def close(self):
-        LOG.append(self.tag)
 
 
 def expression_after_core_entry():

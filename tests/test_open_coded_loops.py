@@ -14,28 +14,16 @@ import traceback
 
 import pytest
 
-from godefer import ScopeBound, defer, errdefer, okdefer, recover, result, set_result
+from godefer import defer, errdefer, okdefer, recover, result, set_result
+from slot_log import (
+    LOG,
+    Tracked,
+    list_slot,
+    note,
+    slot_log,  # noqa: F401  (the fixture pytestmark names)
+)
 
-
-def list_slot(fn) -> bool:
-    code = fn.__code__
-    return "__godefer_0__" in code.co_varnames and any(
-        name.startswith("list_first") for name in code.co_names
-    )
-
-
-LOG: list[object] = []
-
-
-@pytest.fixture(autouse=True)
-def clear_log():
-    LOG.clear()
-    yield
-    LOG.clear()
-
-
-def note(tag):
-    return lambda: LOG.append(tag)
+pytestmark = pytest.mark.usefixtures("slot_log")
 
 
 def around_two_loops(n):
@@ -165,14 +153,6 @@ def test_a_non_callable_in_a_loop_is_a_type_error_at_the_defer_line():
     frames = traceback.extract_tb(info.value.__traceback__)
     assert any(f.name == "not_callable_in_loop" and f.lineno == line for f in frames)
     assert LOG == ["ran"]  # what was scheduled before still ran; nothing after
-
-
-class Tracked(ScopeBound):
-    def __init__(self, tag):
-        self.tag = tag
-
-    def close(self):
-        LOG.append(self.tag)
 
 
 def loop_and_core_entries():

@@ -12,26 +12,17 @@ import sys
 
 import pytest
 
-from godefer import ScopeBound, defer, errdefer, okdefer, recover, result, set_result
+from godefer import defer, errdefer, okdefer, recover, result, set_result
 from godefer._prepare import MAX_OPEN_CODED
+from slot_log import (
+    LOG,
+    Tracked,
+    note,
+    open_coded,
+    slot_log,  # noqa: F401  (the fixture pytestmark names)
+)
 
-
-def open_coded(fn) -> bool:
-    return "__godefer_0__" in fn.__code__.co_varnames
-
-
-LOG: list[object] = []
-
-
-@pytest.fixture(autouse=True)
-def clear_log():
-    LOG.clear()
-    yield
-    LOG.clear()
-
-
-def note(tag):
-    return lambda: LOG.append(tag)
+pytestmark = pytest.mark.usefixtures("slot_log")
 
 
 # --- recover() -----------------------------------------------------------------------------------
@@ -202,14 +193,6 @@ def test_sys_exception_in_slots_before_and_after_an_inline_recovery():
 
 
 # --- the core holds entries of the frame too ---------------------------------------------------
-
-
-class Tracked(ScopeBound):
-    def __init__(self, tag):
-        self.tag = tag
-
-    def close(self):
-        LOG.append(self.tag)
 
 
 def mixed_with_core_entries():

@@ -531,11 +531,15 @@ class Preparer(ast.NodeTransformer):
         if valued:
             on_return = f"if {STATE} is None:\n    {STATE} = 4\n    return {RT}.complete({RV})"
             on_exception = (
+                f"if {STATE} == 4:\n    raise\n"
                 f"{RV} = {RT}.unwind({EXC})\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}"
             )
         else:
             on_return = f"if {STATE} is None:\n    {STATE} = 4\n    {RT}.complete(None)\n    return"
-            on_exception = f"if {RT}.unwind({EXC}) is {RT}.RERAISE:\n    raise\nreturn"
+            on_exception = (
+                f"if {STATE} == 4:\n    raise\nif {RT}.unwind({EXC}) is {RT}.RERAISE:\n"
+                "    raise\nreturn"
+            )
         init = f"{RV} = None\n{STATE} = None" if valued else f"{STATE} = None"
         first = _first_user_line(rest) if rest else line
         return docstring + _exit_structure(
@@ -1129,31 +1133,19 @@ class OpenCoder:
         whose cleanup would cost one more handler on the way out: the core reads the exception
         being handled itself.
         """
-        template = f"""
-try:
-    try:
-        pass
-    except BaseException:
-        if {STATE} is None:
-            {STATE} = {OPEN_BODY_RAISED}
-            raise
-        {STATE} = {OPEN_CORE_RAISED}
-        raise
-    finally:
-        pass
-except BaseException:
-    pass
-"""
-        outer = _no_location(ast.parse(template).body[0])
-        assert isinstance(outer, ast.Try)
-        inner = outer.body[0]
-        assert isinstance(inner, ast.Try)
-        inner.body = body
-        inner.finalbody = [_no_location(s) for s in self._on_return()]
-        handler = outer.handlers[0]
-        handler.body = self._on_exception()
-        _at_line(handler, self.line)
-        return [*init, outer]
+        mark = (
+            f"if {STATE} is None:\n    {STATE} = {OPEN_BODY_RAISED}\n    raise\n"
+            f"{STATE} = {OPEN_CORE_RAISED}\nraise"
+        )
+        return _exit_structure(
+            init=init,
+            body=body,
+            on_return=self._on_return(),
+            on_exception=self._on_exception(),
+            line=self.line,
+            mark=mark,
+            name=None,
+        )
 
 
 def _exit_structure(
@@ -1163,6 +1155,8 @@ def _exit_structure(
     on_return: list[ast.stmt],
     on_exception: list[ast.stmt],
     line: int,
+    mark: str = f"{STATE} = 1\nraise",
+    name: str | None = EXC,
 ) -> list[ast.stmt]:
     """The exit handler around a function body:
 
@@ -1171,40 +1165,28 @@ def _exit_structure(
             try:
                 <body>
             except BaseException:                # no location: marks the path, re-raises
-                __godefer_st__ = 1
-                raise
+                <mark>                           # __godefer_st__ = 1; raise
             finally:
                 <on_return>                      # guarded by the state; no location, so this
                                                  # code inherits the line of the `return`
         except BaseException as __godefer_exc__: # the scope's first line (see _at_line)
-            if __godefer_st__ == 4:              # the core already ran everything
-                raise
             <on_exception>
 
     Exceptions from the body and from the normal exit (a deferred call raising on return) both
     reach the one located handler, so an exception exit reports the scope's first line once.
+    `name` None leaves out the `as` (whose cleanup costs one more handler on the way out).
     """
-    template = f"""
-try:
-    try:
-        pass
-    except BaseException:
-        {STATE} = 1
-        raise
-    finally:
-        pass
-except BaseException as {EXC}:
-    if {STATE} == 4:
-        raise
-"""
-    outer = _no_location(ast.parse(template).body[0])
+    template = "try:\n    try:\n        pass\n    except BaseException:\n        pass\n"
+    template += "    finally:\n        pass\nexcept BaseException" + (f" as {name}" if name else "")
+    outer = _no_location(ast.parse(template + ":\n    pass\n").body[0])
     assert isinstance(outer, ast.Try)
     inner = outer.body[0]
     assert isinstance(inner, ast.Try)
     inner.body = body
+    inner.handlers[0].body = [_no_location(s) for s in _parse(mark)]
     inner.finalbody = [_no_location(s) for s in on_return]
     handler = outer.handlers[0]
-    handler.body += on_exception
+    handler.body = on_exception
     _at_line(handler, line)
     return [*init, outer]
 

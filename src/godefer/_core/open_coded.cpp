@@ -29,59 +29,41 @@ long state_value(PyObject* state) {
     return PyLong_AsLong(state);
 }
 
+// Appends the call kind fn(*pos, **kwargs) to `out` (kwargs: a dict or null).
+int encode_call(Kind kind, PyObject* fn, PyObject* const* pos, Py_ssize_t npos, PyObject* kwargs,
+                PyVector<uintptr_t>& out) {
+    std::vector<PyObject*> args(pos, pos + npos);
+    Ref kwnames;
+    if (kwargs != nullptr && PyDict_GET_SIZE(kwargs) > 0) {
+        kwnames = Ref::steal(PyTuple_New(PyDict_GET_SIZE(kwargs)));
+        if (!kwnames) {
+            return -1;
+        }
+        Py_ssize_t at = 0;
+        Py_ssize_t k = 0;
+        PyObject* key = nullptr;
+        PyObject* value = nullptr;
+        while (PyDict_Next(kwargs, &at, &key, &value) != 0) {
+            PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
+            args.push_back(value);
+        }
+    }
+    Scope::encode(out, kind, fn, args.data(), args.size(), kwnames.get());
+    return 0;
+}
+
 // Appends one (kind, fn, args tuple, kwargs dict or None) group to `out`.
 int encode_group(PyObject* group, PyVector<uintptr_t>& out) {
     if (PyTuple_GET_SIZE(group) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(group, 2))) {
         PyErr_SetString(PyExc_SystemError, "godefer: malformed open-coded slot");
         return -1;
     }
-    const long kind = PyLong_AsLong(PyTuple_GET_ITEM(group, 0));
-    PyObject* fn = PyTuple_GET_ITEM(group, 1);
+    const auto kind = static_cast<Kind>(PyLong_AsLong(PyTuple_GET_ITEM(group, 0)));
     PyObject* pos = PyTuple_GET_ITEM(group, 2);
     PyObject* kw = PyTuple_GET_ITEM(group, 3);
-    std::vector<PyObject*> args(PyTuple_GET_SIZE(pos));
-    for (std::size_t j = 0; j < args.size(); ++j) {
-        args[j] = PyTuple_GET_ITEM(pos, static_cast<Py_ssize_t>(j));
-    }
-    Ref kwnames;
-    if (kw != Py_None && PyDict_GET_SIZE(kw) > 0) {
-        kwnames = Ref::steal(PyTuple_New(PyDict_GET_SIZE(kw)));
-        if (!kwnames) {
-            return -1;
-        }
-        Py_ssize_t pos_in_dict = 0;
-        Py_ssize_t k = 0;
-        PyObject* key = nullptr;
-        PyObject* value = nullptr;
-        while (PyDict_Next(kw, &pos_in_dict, &key, &value) != 0) {
-            PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
-            args.push_back(value);
-        }
-    }
-    Scope::encode(out, static_cast<Kind>(kind), fn, args.data(), args.size(), kwnames.get());
-    return 0;
-}
-
-// Appends one entry of a DeferList to `out`.
-int encode_list_entry(const ListEntry& entry, PyVector<uintptr_t>& out) {
-    std::vector<PyObject*> args(entry.args, entry.args + entry.nargs);
-    Ref kwnames;
-    if (entry.kwargs != nullptr && PyDict_GET_SIZE(entry.kwargs) > 0) {
-        kwnames = Ref::steal(PyTuple_New(PyDict_GET_SIZE(entry.kwargs)));
-        if (!kwnames) {
-            return -1;
-        }
-        Py_ssize_t pos = 0;
-        Py_ssize_t k = 0;
-        PyObject* key = nullptr;
-        PyObject* value = nullptr;
-        while (PyDict_Next(entry.kwargs, &pos, &key, &value) != 0) {
-            PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
-            args.push_back(value);
-        }
-    }
-    Scope::encode(out, entry.kind, entry.fn, args.data(), args.size(), kwnames.get());
-    return 0;
+    return encode_call(kind, PyTuple_GET_ITEM(group, 1),
+                       reinterpret_cast<PyTupleObject*>(pos)->ob_item, PyTuple_GET_SIZE(pos),
+                       kw != Py_None ? kw : nullptr, out);
 }
 
 // A loop's DeferList, oldest entry first (entries already called are None).
@@ -100,7 +82,7 @@ int encode_list(PyObject* list, PyVector<uintptr_t>& out) {
         end = entry.start;
     }
     for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
-        if (encode_list_entry(*it, out) < 0) {
+        if (encode_call(it->kind, it->fn, it->args, it->nargs, it->kwargs, out) < 0) {
             return -1;
         }
     }
