@@ -15,7 +15,7 @@ import traceback
 
 import pytest
 
-from godefer import defer, errdefer, okdefer, recover, scope
+from godefer import defer, errdefer, okdefer, recover, scope, scoped
 from slot_log import (
     LOG,
     Tracked,
@@ -231,3 +231,96 @@ def test_an_assigned_non_callable_binds_nothing():
     assert open_coded(assigned_non_callable)
     assert assigned_non_callable(7) == "unbound"
     assert LOG == ["unbound"]
+
+
+class Managed:
+    """A context manager that logs its exit and may stop the exception."""
+
+    def __init__(self, tag, suppress=False):
+        self.tag, self.suppress = tag, suppress
+
+    def __enter__(self):
+        LOG.append(("enter", self.tag))
+        return self.tag
+
+    def __exit__(self, kind, value, tb):
+        LOG.append(("exit", self.tag, kind))
+        return self.suppress
+
+
+class Closable:
+    def close(self):
+        LOG.append("closed")
+
+
+def entered(fail, suppress=False):
+    value = scoped(Managed("a", suppress))
+    scoped(Closable())
+    defer(LOG.append, "deferred")
+    LOG.append(value)
+    if fail:
+        raise KeyError("body")
+    return "done"
+
+
+def test_scoped_fills_a_slot_and_exits_on_return():
+    assert open_coded(entered)
+    assert entered(False) == "done"
+    assert LOG == [("enter", "a"), "a", "deferred", "closed", ("exit", "a", None)]
+
+
+def test_scoped_exit_sees_the_exception_and_can_stop_it():
+    with pytest.raises(KeyError):
+        entered(True)
+    assert LOG[-1] == ("exit", "a", KeyError)
+    LOG.clear()
+    assert entered(True, suppress=True) is None  # stopped, as `with` would
+    assert LOG[-1] == ("exit", "a", KeyError)
+
+
+def enters_then_fails(obj):
+    scoped(Managed("first"))
+    bound = scoped(obj)
+    LOG.append(("bound", bound))
+
+
+def test_scoped_of_something_else_is_a_type_error_and_the_rest_still_exits():
+    with pytest.raises(TypeError, match="context manager"):
+        enters_then_fails(42)
+    assert [("enter", "first"), ("exit", "first", TypeError)] == LOG
+
+
+class FailsToEnter:
+    def __enter__(self):
+        raise OSError("cannot enter")
+
+    def __exit__(self, *exc):
+        LOG.append("must not run")
+
+
+def test_an_enter_that_raises_schedules_nothing():
+    with pytest.raises(OSError):
+        enters_then_fails(FailsToEnter())
+    assert [("enter", "first"), ("exit", "first", OSError)] == LOG
+
+
+def scoped_after_core_entry():
+    Tracked("core")
+    value = scoped(Managed("cm"))  # the core holds entries: the core enters it
+    return value
+
+
+def test_scoped_after_a_core_entry_keeps_the_order():
+    assert open_coded(scoped_after_core_entry)
+    assert scoped_after_core_entry() == "cm"
+    assert LOG == [("enter", "cm"), ("exit", "cm", None), "core"]
+
+
+def several_targets():
+    a = b = scoped(Managed("t"))
+    return a, b
+
+
+def test_scoped_with_several_targets():
+    assert open_coded(several_targets)
+    assert several_targets() == ("t", "t")

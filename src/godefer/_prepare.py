@@ -313,6 +313,13 @@ class Preparer(ast.NodeTransformer):
             if block:
                 claimed.update(id(n) for n in _own_nodes([stmt]))
                 continue
+            entered = self._scoped_slot_call(stmt, shadowed)
+            if entered is not None and loop is None:
+                key, call = entered
+                slots[key] = SlotCall("scoped", call, loop=None, expression=key == id(call))
+                groups.add(key)
+                claimed.add(id(call.func))
+                continue
             decorated = self._decorated_slot(stmt, shadowed)
             if decorated is not None and loop is None:
                 slots[id(stmt)] = decorated
@@ -362,6 +369,22 @@ class Preparer(ast.NodeTransformer):
             ):
                 return None  # scheduled where no slot can take it
         return slots
+
+    def _scoped_slot_call(
+        self, stmt: ast.stmt, shadowed: frozenset[str]
+    ) -> tuple[int, ast.Call] | None:
+        """`scoped(x)` as a statement (keyed by the statement) or as the whole value of an
+        assignment (keyed by the call, as an expression slot is)."""
+        value = stmt.value if isinstance(stmt, (ast.Expr, ast.Assign)) else None
+        if (
+            not isinstance(value, ast.Call)
+            or self.aliases.role(value.func, shadowed) != "scoped"
+            or len(value.args) != 1
+            or isinstance(value.args[0], ast.Starred)
+            or value.keywords
+        ):
+            return None
+        return (id(stmt) if isinstance(stmt, ast.Expr) else id(value)), value
 
     def _decorated_slot(self, stmt: ast.stmt, shadowed: frozenset[str]) -> SlotCall | None:
         """`@defer` as the outermost decorator of a nested def (Go's `defer func() {...}()`):
@@ -595,6 +618,7 @@ OPEN_RETURNING = 100  # + i: slot i is being called on return
 OPEN_UNWINDING = 200  # + i: slot i is being called with the body's exception in flight
 OPEN_RECOVERED = 300  # + i: slot i recovered that exception
 KIND_CODES = {"defer": 0, "errdefer": 1, "okdefer": 2}
+KIND_EXIT_CM = 3  # the core's Kind::exit_cm: call __exit__(type, value, tb)
 
 
 def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
@@ -727,6 +751,9 @@ class OpenCoder:
 
     def slot(self, stmt: ast.stmt, slot: SlotCall, may_skip: bool) -> list[ast.stmt]:
         self.preparer.prepared_any = True
+        if slot.role == "scoped":
+            self.may_skip.append(may_skip)
+            return self._entered(stmt, slot.call, None)
         if slot.decorator:
             assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
             self.may_skip.append(may_skip)
@@ -824,6 +851,8 @@ class OpenCoder:
         slot = self.slot_calls[id(node.value)]
         self.preparer.prepared_any = True
         self.may_skip.append(True)
+        if slot.role == "scoped":
+            return self._entered(node, slot.call, node.targets)
         i = len(self.slots)
         store, fallback = self._single_slot(node, slot.role, slot.call)
         assert isinstance(fallback, ast.If)
@@ -837,6 +866,42 @@ class OpenCoder:
             ast.copy_location(ast.Assign(targets=targets, value=_name(f"__godefer_{i}__")), node)
         ]
         return self._locate(node, [store, fallback])
+
+    def _entered(
+        self, stmt: ast.stmt, call: ast.Call, targets: list[ast.expr] | None
+    ) -> list[ast.stmt]:
+        """`[x =] scoped(obj)`: the core enters obj (a context manager, or an object with
+        close()) and returns what the slot keeps, its exit callable and kind, and the value:
+
+            if __godefer_st__ is not None:                        # the core holds entries
+                x = __godefer_rt__.scoped(obj)
+            else:
+                __godefer_i__, __godefer_i_k__, x = __godefer_rt__.scoped_slot(obj)
+        """
+        i = len(self.slots)
+        self.slots.append(("scoped", [(f"__godefer_{i}__", call)]))
+        self.call_shapes.append(([], []))
+        obj = self.preparer.visit(call.args[0])
+        stmts = ast.parse(
+            f"if {STATE} is not None:\n"
+            f"    __godefer_v__ = {RT}.scoped(None)\n"
+            f"else:\n"
+            f"    __godefer_{i}__, __godefer_{i}_k__, __godefer_v__ = {RT}.scoped_slot(None)\n"
+        ).body
+        branch = stmts[0]
+        assert isinstance(branch, ast.If)
+        core, fill = branch.body[0], branch.orelse[0]
+        assert isinstance(core, ast.Assign) and isinstance(fill, ast.Assign)
+        assert isinstance(core.value, ast.Call) and isinstance(fill.value, ast.Call)
+        core.value.args, fill.value.args = [copy.deepcopy(obj)], [obj]
+        if targets is not None and len(targets) == 1:
+            core.targets = [copy.deepcopy(targets[0])]
+            unpack = fill.targets[0]
+            assert isinstance(unpack, ast.Tuple)
+            unpack.elts[2] = targets[0]
+        elif targets:
+            stmts.append(ast.Assign(targets=targets, value=_name("__godefer_v__")))
+        return self._locate(stmt, stmts)
 
     def expression_slot(self, call: ast.Call, slot: SlotCall) -> ast.expr:
         """A defer used as an expression fills a slot as the statement form does, in one
@@ -950,7 +1015,7 @@ class OpenCoder:
             kwargs = ast.Constant(None)
         return ast.Tuple(
             elts=[
-                ast.Constant(KIND_CODES[role]),
+                ast.Constant(KIND_CODES.get(role, 0)),
                 _name(fn),
                 ast.Tuple(elts=list(call_args), ctx=ast.Load()),
                 kwargs,
@@ -967,6 +1032,8 @@ class OpenCoder:
                 groups.append(_name(f"__godefer_{i}__"))
                 continue
             group = self._group(role, f"__godefer_{i}__", self.call_shapes[i])
+            if role == "scoped":
+                group.elts[0] = _name(f"__godefer_{i}_k__")  # exit_cm or a plain close()
             reached = ast.Compare(
                 left=_name(f"__godefer_{i}__"), ops=[ast.IsNot()], comparators=[ast.Constant(None)]
             )
@@ -998,7 +1065,15 @@ class OpenCoder:
     def _result(self) -> ast.expr:
         return _name(RV) if self.valued else ast.Constant(None)
 
-    def _call_slot(self, i: int) -> ast.Expr:
+    def _call_slot(self, i: int) -> ast.stmt:
+        if self.slots[i][0] == "scoped":
+            exit_call = ast.parse(
+                f"if __godefer_{i}_k__ == {KIND_EXIT_CM}:\n"
+                f"    __godefer_{i}__(None, None, None)\n"
+                f"else:\n"
+                f"    __godefer_{i}__()\n"
+            ).body[0]
+            return exit_call
         if self.slots[i][0] == "list":
             return ast.Expr(
                 ast.Call(
@@ -1020,8 +1095,8 @@ class OpenCoder:
         chain: list[ast.stmt] = []
         inner = chain
         last: int | None = None
-        if any(role == "list" for role, _ in self.slots):
-            return chain, None  # loops: the core runs everything
+        if self._core_unwinds():
+            return chain, None
         for i in reversed(range(len(self.slots))):
             if self.slots[i][0] == "okdefer":
                 continue
@@ -1037,6 +1112,11 @@ class OpenCoder:
             inner += [*_parse(f"{STATE} = {OPEN_UNWINDING + i}"), step]
             last = i
         return chain, None if last is None else OPEN_UNWINDING + last
+
+    def _core_unwinds(self) -> bool:
+        """Whether the core runs every slot on an exception: a loop's list, or an entered
+        context manager, whose __exit__ may stop the exception as `with` would."""
+        return any(role in ("list", "scoped") for role, _ in self.slots)
 
     def _on_exception(self, body_raised: str = f"{STATE} == {OPEN_BODY_RAISED}") -> list[ast.stmt]:
         """The located handler's body: the exception leaving the body (state 1) runs the reached
@@ -1063,8 +1143,7 @@ class OpenCoder:
             inline.body = [guarded]
         else:
             inline.body = [ast.Raise()]  # no slot runs with an exception in flight
-        # With loops, the core runs every slot and list entry.
-        inline_part = [] if any(role == "list" for role, _ in self.slots) else [inline]
+        inline_part = [] if self._core_unwinds() else [inline]
         done = _parse(f"if {STATE} == {OPEN_CORE_DONE}:\n    raise")
         core = self._leave(self._core_call("unwind_slots", self._result(), _name(STATE)))
         return [*out, *inline_part, *done, *core]

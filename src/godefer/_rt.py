@@ -16,6 +16,7 @@ defer = _core._prepared_defer
 errdefer = _core._prepared_errdefer
 okdefer = _core._prepared_okdefer
 scoped = _core._prepared_scoped
+scoped_slot = _core._prepared_scoped_slot
 scope = _core.scope
 complete = _core._prepared_complete
 unwind = _core._prepared_unwind

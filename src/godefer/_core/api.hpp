@@ -22,6 +22,9 @@ PyCFunction fastcall(F* fn) {
 // Module functions.
 PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_scoped(PyObject* module, PyObject* obj);
+// scoped(obj) in an open-coded frame: enters obj and returns (exit callable, kind, value) for a
+// slot, scheduling nothing.
+PyObject* prepared_scoped_slot(PyObject* module, PyObject* obj);
 PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* adefer(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames);
 PyObject* ascoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);

@@ -34,41 +34,36 @@ PyObject* prepare_function(ModuleState* st, PyObject* fn) {
     return PyObject_CallOneArg(st->function_preparer, fn);
 }
 
-PyObject* scoped_impl(ModuleState* st, PyObject* obj, bool prepared) {
+// What scoped(obj) enters and schedules: a context manager's __enter__() value and bound
+// __exit__ (Kind::exit_cm), or obj itself and its close() (Kind::always). Null with TypeError
+// for anything else, or with __enter__'s exception.
+struct ScopedParts {
+    Ref value;
+    Ref exit;
+    Kind kind = Kind::always;
+};
+
+bool scoped_parts(ModuleState* st, PyObject* obj, ScopedParts& out) {
     Ref exit = lookup_special(obj, st->str_exit);
     Ref enter = exit ? lookup_special(obj, st->str_enter) : Ref{};
     if (PyErr_Occurred() != nullptr) {
-        return nullptr;
+        return false;
     }
     if (enter && exit) {
-        Ref value = Ref::steal(PyObject_CallNoArgs(enter.get()));
-        if (!value) {
-            return nullptr;  // like `with`: an __enter__ that raises schedules nothing
-        }
-        if (schedule(st, Kind::exit_cm, exit.get(), nullptr, 0, nullptr, "scoped", prepared) < 0) {
-            // Entered but not scheduled: exit now, as `with` would on an exception at this line.
-            Ref exc = compat::fetch_exception();
-            auto* t = reinterpret_cast<PyObject*>(Py_TYPE(exc.get()));
-            Ref tb = Ref::steal(PyException_GetTraceback(exc.get()));
-            Ref ignored = Ref::steal(PyObject_CallFunctionObjArgs(
-                exit.get(), t, exc.get(), tb ? tb.get() : Py_None, nullptr));
-            if (!ignored) {
-                return nullptr;
-            }
-            compat::restore_exception(std::move(exc));
-            return nullptr;
-        }
-        return value.release();
+        out.value = Ref::steal(PyObject_CallNoArgs(enter.get()));
+        out.exit = std::move(exit);
+        out.kind = Kind::exit_cm;
+        return static_cast<bool>(out.value);  // like `with`: an __enter__ that raises schedules
     }
     Ref close = Ref::steal(PyObject_GetAttr(obj, st->str_close));
     if (close && PyCallable_Check(close.get()) != 0) {
-        if (schedule(st, Kind::always, close.get(), nullptr, 0, nullptr, "scoped", prepared) < 0) {
-            return nullptr;
-        }
-        return Py_NewRef(obj);
+        out.value = Ref::borrow(obj);
+        out.exit = std::move(close);
+        out.kind = Kind::always;
+        return true;
     }
     if (!close && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        return nullptr;
+        return false;
     }
     PyErr_Clear();
     const bool async_cm = PyObject_HasAttrString(obj, "__aenter__") != 0;
@@ -79,7 +74,31 @@ PyObject* scoped_impl(ModuleState* st, PyObject* obj, bool prepared) {
                  async_cm ? ", an asynchronous context manager: use `await ascoped(cm)` in an "
                             "async function"
                           : "");
-    return nullptr;
+    return false;
+}
+
+PyObject* scoped_impl(ModuleState* st, PyObject* obj, bool prepared) {
+    ScopedParts parts;
+    if (!scoped_parts(st, obj, parts)) {
+        return nullptr;
+    }
+    if (schedule(st, parts.kind, parts.exit.get(), nullptr, 0, nullptr, "scoped", prepared) < 0) {
+        if (parts.kind != Kind::exit_cm) {
+            return nullptr;
+        }
+        // Entered but not scheduled: exit now, as `with` would on an exception at this line.
+        Ref exc = compat::fetch_exception();
+        auto* t = reinterpret_cast<PyObject*>(Py_TYPE(exc.get()));
+        Ref tb = Ref::steal(PyException_GetTraceback(exc.get()));
+        Ref ignored = Ref::steal(PyObject_CallFunctionObjArgs(parts.exit.get(), t, exc.get(),
+                                                              tb ? tb.get() : Py_None, nullptr));
+        if (!ignored) {
+            return nullptr;
+        }
+        compat::restore_exception(std::move(exc));
+        return nullptr;
+    }
+    return parts.value.release();
 }
 
 }  // namespace
@@ -94,6 +113,18 @@ PyObject* scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
 
 PyObject* prepared_scoped(PyObject* module, PyObject* obj) {
     return scoped_impl(module_state(module), obj, true);
+}
+
+PyObject* prepared_scoped_slot(PyObject* module, PyObject* obj) {
+    ScopedParts parts;
+    if (!scoped_parts(module_state(module), obj, parts)) {
+        return nullptr;
+    }
+    Ref kind = Ref::steal(PyLong_FromLong(static_cast<long>(parts.kind)));
+    if (!kind) {
+        return nullptr;
+    }
+    return PyTuple_Pack(3, parts.exit.get(), kind.get(), parts.value.get());
 }
 
 // ---- with scope(): -------------------------------------------------------------------------

@@ -93,6 +93,8 @@ PyMethodDef module_methods[] = {
      "The exception being handled leaves an open-coded frame: (result, state, *slot groups)."},
     {"_prepared_complete_slots", fastcall(prepared_complete_slots), METH_FASTCALL,
      "A return from an open-coded frame that the core finishes: (value, state, *slot groups)."},
+    {"_prepared_scoped_slot", prepared_scoped_slot, METH_O,
+     "scoped(obj) in an open-coded frame: (exit callable, kind, value) for its slot."},
     {"_prepared_list_first", prepared_list_first, METH_O,
      "A loop's first defer(fn) in an open-coded frame: a new DeferList holding fn."},
     {"_prepared_list_first_call", fastcall(prepared_list_first_call), METH_FASTCALL | METH_KEYWORDS,
