@@ -324,3 +324,29 @@ def several_targets():
 def test_scoped_with_several_targets():
     assert open_coded(several_targets)
     assert several_targets() == ("t", "t")
+
+
+def lambda_and_plain_def():
+    defer(lambda: LOG.append("lambda"))
+
+    @defer
+    def _():
+        LOG.append("def")
+
+
+def decorated_below(fn):
+    defer(fn)
+
+    @defer
+    @logged
+    def _():
+        LOG.append("def")
+
+
+def test_a_lambda_or_undecorated_def_needs_no_callable_check():
+    assert open_coded(lambda_and_plain_def)
+    assert "callable" not in lambda_and_plain_def.__code__.co_names
+    lambda_and_plain_def()
+    assert LOG == ["def", "lambda"]
+    # Anything else can be a non-callable, so its slot is checked (TypeError at its line).
+    assert "callable" in decorated_below.__code__.co_names

@@ -836,13 +836,23 @@ class OpenCoder:
         )
         self.slots.append((role, values))
         self.call_shapes.append((call_args, call_keywords))
-        fallback = ast.parse(
-            f"if {STATE} is not None or not callable(__godefer_{i}__):\n"
-            f"    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
-        ).body[0]
-        assert isinstance(fallback, ast.If)
+        fallback = self._fill_check(i, callable_for_sure=isinstance(values[0][1], ast.Lambda))
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [self._store(values), fallback])
+
+    @staticmethod
+    def _fill_check(i: int, callable_for_sure: bool) -> ast.If:
+        """After slot i is filled: the core takes the call when it holds entries of the frame,
+        or, for a callee that may not be callable, to raise its TypeError at this line. A
+        lambda, or a def with no other decorator, is callable: no callable() call."""
+        test = f"{STATE} is not None" + (
+            "" if callable_for_sure else f" or not callable(__godefer_{i}__)"
+        )
+        fallback = ast.parse(
+            f"if {test}:\n    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
+        ).body[0]
+        assert isinstance(fallback, ast.If)
+        return fallback
 
     def assigned_slot(self, node: ast.Assign) -> list[ast.stmt]:
         """`x = defer(f, ...)`: the slot is filled as by the statement form, then the targets
@@ -951,11 +961,7 @@ class OpenCoder:
         values: list[tuple[str, ast.expr]] = [(f"__godefer_{i}__", _name(stmt.name))]
         self.slots.append((role, values))
         self.call_shapes.append(([], []))
-        fallback = ast.parse(
-            f"if {STATE} is not None or not callable(__godefer_{i}__):\n"
-            f"    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
-        ).body[0]
-        assert isinstance(fallback, ast.If)
+        fallback = self._fill_check(i, callable_for_sure=not stmt.decorator_list)
         fallback.body.append(self._core_defer(role, decorator, ([], [])))
         located = self._locate(decorator, [self._store(values), fallback])
         return [*(new if isinstance(new, list) else [new]), *located]
