@@ -168,6 +168,59 @@ def s_generator_abandoned(x):
     next(g)
     g.close()
     return x
+
+
+def s_loop(x):
+    for _ in range(3):
+        defer(sink, x)
+    return x
+
+
+def s_loop_kwargs(x):
+    for _ in range(2):
+        defer(sink, x=x)
+    return x
+
+
+def s_loop_plain(x):
+    for _ in range(2):
+        defer(lambda: sink(x))
+    return x
+
+
+def s_loop_entry_raises(x):
+    for i in range(2):
+        defer(sink_raises if i else sink, x)
+    return x
+
+
+def s_loop_raise(x):
+    for _ in range(2):
+        defer(sink, x)
+    raise Boom(x)
+
+
+def _recovers():
+    COUNT[0] += 1
+    godefer.recover()
+
+
+def s_recover_inline(x):
+    defer(_recovers)
+    raise Boom(x)
+
+
+def s_expression(x):
+    _ = defer(sink, x)
+    return x
+
+
+def s_decorated(x):
+    @defer
+    def _():
+        sink(x)
+
+    return x
 """
 
 # name -> (exception the call raises or None, deferred calls made per call)
@@ -186,6 +239,14 @@ SCENARIOS = {
     "with scope() in a loop": (None, 3),
     "generator exhausted": (None, 1),
     "generator closed early": (None, 1),
+    "defer in a loop": (None, 3),
+    "defer(kwargs) in a loop": (None, 2),
+    "defer(lambda) in a loop": (None, 2),
+    "loop entry raises": ("Boom", 2),
+    "loop + exception": ("Boom", 2),
+    "recover() inline": (None, 1),
+    "defer as an expression": (None, 1),
+    "@defer def": (None, 1),
 }
 FUNCS = {
     "defer": "s_defer",
@@ -202,6 +263,14 @@ FUNCS = {
     "with scope() in a loop": "s_with_scope_loop",
     "generator exhausted": "s_generator_exhausted",
     "generator closed early": "s_generator_abandoned",
+    "defer in a loop": "s_loop",
+    "defer(kwargs) in a loop": "s_loop_kwargs",
+    "defer(lambda) in a loop": "s_loop_plain",
+    "loop entry raises": "s_loop_entry_raises",
+    "loop + exception": "s_loop_raise",
+    "recover() inline": "s_recover_inline",
+    "defer as an expression": "s_expression",
+    "@defer def": "s_decorated",
 }
 
 
