@@ -350,3 +350,17 @@ def test_a_lambda_or_undecorated_def_needs_no_callable_check():
     assert LOG == ["def", "lambda"]
     # Anything else can be a non-callable, so its slot is checked (TypeError at its line).
     assert "callable" in decorated_below.__code__.co_names
+
+
+def defer_in_a_while_test(n):
+    count = 0
+    while defer(LOG.append, count) and count < n:
+        count += 1
+    return count
+
+
+def test_a_defer_in_a_while_test_runs_once_per_evaluation():
+    # The test is evaluated n + 1 times: each evaluation schedules a call (no slot to overwrite).
+    assert not open_coded(defer_in_a_while_test)
+    assert defer_in_a_while_test(2) == 2
+    assert LOG == [2, 1, 0]

@@ -1355,13 +1355,18 @@ _NESTED_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.Gener
 
 def _expression_nodes(stmt: ast.stmt) -> Iterable[tuple[ast.AST, bool]]:
     """The nodes of a statement's own expressions (not of the statements it contains), each
-    with whether it lies in a lambda or a comprehension. Nothing for a def or a class: their
-    decorators and defaults are checked where the function is rewritten."""
+    with whether it can run more than once per execution of the statement: in a lambda, a
+    comprehension, a while loop's test or a for loop's target. Nothing for a def or a class:
+    their decorators and defaults are checked where the function is rewritten."""
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return
     stack: list[tuple[ast.AST, bool]] = []
     for name, value in ast.iter_fields(stmt):
-        if name == "handlers":
+        if (isinstance(stmt, ast.While) and name == "test") or (
+            isinstance(stmt, (ast.For, ast.AsyncFor)) and name == "target"
+        ):
+            stack.append((value, True))  # evaluated once per iteration, like a loop's body
+        elif name == "handlers":
             stack += [(h.type, False) for h in value if h.type is not None]
         elif name == "cases":
             stack += [(c.guard, False) for c in value if c.guard is not None]
