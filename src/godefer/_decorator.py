@@ -18,7 +18,7 @@ from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 from godefer import _core, _rt
-from godefer._prepare import RT, SCHEDULERS, Aliases, Preparer
+from godefer._prepare import SCHEDULERS, Aliases, Preparer
 
 OUTER = "__godefer_outer__"
 
@@ -85,7 +85,7 @@ def prepare_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     cells = dict(zip(freevars, fn.__closure__ or (), strict=True))
     closure = tuple(cells[name] for name in new_code.co_freevars) or None
     _rt.mark_prepared(new_code)
-    fn.__globals__.setdefault(RT, _rt)
+    _rt.install(fn.__globals__)
     new = FunctionType(new_code, fn.__globals__, fn.__name__, fn.__defaults__, closure)
     new.__kwdefaults__ = fn.__kwdefaults__
     new.__annotations__ = fn.__annotations__

@@ -63,4 +63,5 @@ def prepare_running_modules(start: FrameType | None) -> None:
         assert isinstance(prepared, CodeType)
         _rt.mark_prepared(prepared)
         frame.f_globals[RT] = _rt
+        _rt.install(frame.f_globals)
         _swap_consts(frame.f_code, prepared)

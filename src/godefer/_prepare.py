@@ -47,6 +47,13 @@ EXC = "__godefer_exc__"
 # Public names whose calls preparation rewrites, and what they become on the runtime object.
 SCHEDULERS = {"defer": "defer", "errdefer": "errdefer", "okdefer": "okdefer", "scoped": "scoped"}
 STATEMENT_FORMS = ("defer", "errdefer", "okdefer")
+# Module globals prepared code reads besides RT (one LOAD_GLOBAL each, not RT's load and an
+# attribute's): the fill of a slot whose call has no arguments, per role, and its _rt name.
+SLOT_FILLS = {
+    "defer": ("__godefer_fill_d__", "slot_defer"),
+    "errdefer": ("__godefer_fill_e__", "slot_errdefer"),
+    "okdefer": ("__godefer_fill_o__", "slot_okdefer"),
+}
 OTHER_NAMES = ("scope", "recover", "result", "set_result", "adefer", "ascoped", "ScopeBound")
 
 
@@ -633,17 +640,21 @@ class OpenCoder:
     cannot do: a loop's list or a raising slot on the exception path, a recovery's remaining
     slots, and frames whose core holds entries too (a ScopeBound constructed there):
 
-        __godefer_st__ = None; __godefer_rv__ = None; __godefer_0__ = None
+        __godefer_st__ = __godefer_rv__ = __godefer_0__ = __godefer_1__ = None
         try:
             __godefer_0__, __godefer_0_0__ = f, x                 # defer(f, x), evaluated here
             if __godefer_st__ is not None or not callable(__godefer_0__):  # the core holds
                 __godefer_0__, __godefer_f__ = None, __godefer_0__  # entries, or a non-callable:
                 __godefer_rt__.defer(__godefer_f__, __godefer_0_0__)  # TypeError at this line
+            __godefer_1__ = __godefer_fill_d__(__godefer_st__, g)  # defer(g): the same in one call
             ...
             __godefer_rv__ = value                                # return value:
             if __godefer_st__ is None:
-                __godefer_st__ = 100                              # result()/set_result() and
-                __godefer_0__(__godefer_0_0__)                    # the core read the state
+                if __godefer_1__ is not None:                     # (when it may be unreached)
+                    __godefer_st__ = 101                          # result()/set_result() and
+                    __godefer_1__()                               # the core read the state
+                __godefer_st__ = 100
+                __godefer_0__(__godefer_0_0__)
                 return __godefer_rv__
             if __godefer_st__ == 3:                               # the core holds newer entries
                 __godefer_st__ = 4
@@ -686,9 +697,9 @@ class OpenCoder:
                 new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
                 if new is not None:
                     out.extend(new if isinstance(new, list) else [new])
-        init = f"{STATE} = None\n{RV} = None\n" + "".join(
-            f"__godefer_{i}__ = None\n" for i in range(len(self.slots))
-        )
+        # One chained assignment: one constant load and pairs of stores the interpreter fuses.
+        locals_ = [STATE, RV, *(f"__godefer_{i}__" for i in range(len(self.slots)))]
+        init = " = ".join(locals_) + " = None\n"
         first = _first_user_line(out) if out else self.line
         init_stmts = [_at_line(s, first) for s in _parse(init)]
         if self.inline_returns:
@@ -829,16 +840,31 @@ class OpenCoder:
                     ast.copy_location(n, stmt)
         return nodes
 
-    def _single_slot(self, stmt: ast.stmt, role: str, call: ast.Call) -> list[ast.stmt]:
+    def _single_slot(
+        self, stmt: ast.stmt, role: str, call: ast.Call, fused: bool = True
+    ) -> list[ast.stmt]:
         i = len(self.slots)
         values, call_args, call_keywords = self._evaluate(
             call, f"__godefer_{i}__", f"__godefer_{i}_"
         )
         self.slots.append((role, values))
         self.call_shapes.append((call_args, call_keywords))
-        fallback = self._fill_check(i, callable_for_sure=isinstance(values[0][1], ast.Lambda))
+        callable_for_sure = isinstance(values[0][1], ast.Lambda)
+        if fused and len(values) == 1 and not callable_for_sure:
+            return self._locate(stmt, [self._filled(i, role, values[0][1])])
+        fallback = self._fill_check(i, callable_for_sure)
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [self._store(values), fallback])
+
+    @staticmethod
+    def _filled(i: int, role: str, callee: ast.expr) -> ast.Assign:
+        """`__godefer_i__ = fill(state, f)` for `defer(f)`: one call into the core that checks
+        f is callable (TypeError at this line) and returns it for the slot, or gives it to the
+        core when the core holds entries of the frame (returning None for the slot). Cheaper
+        than the test _fill_check writes; a call with arguments keeps that test, since the
+        arguments are evaluated after f."""
+        fill = ast.Call(func=_name(SLOT_FILLS[role][0]), args=[_name(STATE), callee], keywords=[])
+        return ast.Assign(targets=[_name(f"__godefer_{i}__", ast.Store())], value=fill)
 
     @staticmethod
     def _fill_check(i: int, callable_for_sure: bool) -> ast.If:
@@ -864,7 +890,8 @@ class OpenCoder:
         if slot.role == "scoped":
             return self._entered(node, slot.call, node.targets)
         i = len(self.slots)
-        store, fallback = self._single_slot(node, slot.role, slot.call)
+        # Not fused: the targets get the callee even when the core takes it from the slot.
+        store, fallback = self._single_slot(node, slot.role, slot.call, fused=False)
         assert isinstance(fallback, ast.If)
         targets = [self.preparer.visit(t) for t in node.targets]
         fallback.body.append(
@@ -1419,7 +1446,10 @@ def _first_user_line(body: list[ast.stmt]) -> int:
 def _runtime_import(line: int) -> list[ast.stmt]:
     """`import godefer._rt as __godefer_rt__` plus marking the module's code prepared, carrying
     the line of the statement they precede (so no line event of their own)."""
-    stmts = ast.parse(f"import godefer._rt as {RT}\n{RT}.mark_running_module()").body
+    fills = ", ".join(f"{attr} as {name}" for name, attr in SLOT_FILLS.values())
+    stmts = ast.parse(
+        f"import godefer._rt as {RT}\nfrom godefer._rt import {fills}\n{RT}.mark_running_module()"
+    ).body
     for stmt in stmts:
         for n in ast.walk(stmt):
             if isinstance(n, (ast.stmt, ast.expr, ast.alias)):

@@ -11,6 +11,7 @@ import sys
 from types import CodeType
 
 from godefer import _core
+from godefer._prepare import RT, SLOT_FILLS
 
 defer = _core._prepared_defer
 errdefer = _core._prepared_errdefer
@@ -25,6 +26,9 @@ complete_slots = _core._prepared_complete_slots
 run_list = _core._prepared_run_list
 list_first = _core._prepared_list_first
 list_first_call = _core._prepared_list_first_call
+slot_defer = _core._prepared_slot_defer
+slot_errdefer = _core._prepared_slot_errdefer
+slot_okdefer = _core._prepared_slot_okdefer
 RERAISE = _core.RERAISE
 
 _MARKERS = ("__godefer_st__", "__godefer_exc__")
@@ -33,6 +37,14 @@ _MARKERS = ("__godefer_st__", "__godefer_exc__")
 def is_prepared(code: CodeType) -> bool:
     """Whether preparation gave this code object an exit handler."""
     return "__godefer_st__" in code.co_varnames or "__godefer_exc__" in code.co_names
+
+
+def install(namespace: dict) -> None:
+    """Bind the globals prepared code reads in a module namespace that did not run the import
+    statement preparation inserts (in-place preparation, @scope)."""
+    namespace.setdefault(RT, sys.modules[__name__])
+    for name, attr in SLOT_FILLS.values():
+        namespace.setdefault(name, globals()[attr])
 
 
 def mark_prepared(code: CodeType) -> None:

@@ -3,6 +3,8 @@
 
 #include <Python.h>
 
+#include "scope_table.hpp"
+
 namespace godefer {
 
 // Types created at module exec (heap types bound to the module).
@@ -32,6 +34,11 @@ PyObject* ascoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_list_first(PyObject* module, PyObject* fn);
 PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs,
                                    PyObject* kwnames);
+
+// A slot's fill in an open-coded frame, (state, fn): fn, checked callable, when the slot may keep
+// it (state None); else the call goes to the core and None comes back.
+template <Kind K>
+PyObject* prepared_slot_fill(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
 extern PyModuleDef module_def;
 

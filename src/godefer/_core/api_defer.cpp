@@ -106,6 +106,29 @@ PyObject* make_defer_instance(PyTypeObject* type, int kind, bool prepared) {
     return reinterpret_cast<PyObject*>(d);
 }
 
+template <Kind K>
+PyObject* prepared_slot_fill(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_SystemError, "godefer: malformed open-coded slot fill");
+        return nullptr;
+    }
+    PyObject* fn = args[1];
+    if (require_callable(fn, K) < 0) {
+        return nullptr;
+    }
+    if (args[0] == Py_None) {
+        return Py_NewRef(fn);
+    }
+    if (schedule(module_state(module), K, fn, nullptr, 0, nullptr, kind_name(K), true) < 0) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+template PyObject* prepared_slot_fill<Kind::always>(PyObject*, PyObject* const*, Py_ssize_t);
+template PyObject* prepared_slot_fill<Kind::on_error>(PyObject*, PyObject* const*, Py_ssize_t);
+template PyObject* prepared_slot_fill<Kind::on_success>(PyObject*, PyObject* const*, Py_ssize_t);
+
 PyObject* adefer(PyObject* module, PyObject* const* /*args*/, Py_ssize_t /*nargs*/,
                  PyObject* /*kwnames*/) {
     PyErr_SetString(module_state(module)->not_prepared_error,

@@ -1,0 +1,92 @@
+"""Filling a slot with `defer(f)`: one call into the core checks f and returns it for the slot.
+
+This module is prepared by godefer's pytest plugin. A defer with no arguments fills its slot
+through `__godefer_fill_*__(state, f)`: a non-callable f is a TypeError at the defer's line with
+nothing scheduled; when the core already holds entries of the frame (a ScopeBound made there),
+the core takes f instead, so the scope's one stack keeps its order.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+
+from godefer import defer, errdefer, okdefer
+from runtime_path import here
+from slot_log import LOG, Tracked, note, open_coded, slot_log  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("slot_log")
+
+LINES: list[int] = []
+NOT_CALLABLE = 42
+
+
+def fills_through_the_core() -> bool:
+    return "__godefer_fill_d__" in defer_after_core_entry.__code__.co_names
+
+
+def bad_defer():
+    defer(note("earlier"))
+    LINES.append(here() + 1)
+    defer(NOT_CALLABLE)
+    LOG.append("not reached")
+
+
+def bad_errdefer():
+    defer(note("earlier"))
+    LINES.append(here() + 1)
+    errdefer(NOT_CALLABLE)
+    LOG.append("not reached")
+
+
+def bad_okdefer():
+    defer(note("earlier"))
+    LINES.append(here() + 1)
+    okdefer(NOT_CALLABLE)
+    LOG.append("not reached")
+
+
+@pytest.mark.parametrize("fn", [bad_defer, bad_errdefer, bad_okdefer])
+def test_a_non_callable_is_a_type_error_at_its_line_and_schedules_nothing(fn):
+    LINES.clear()
+    assert open_coded(fn)
+    with pytest.raises(TypeError, match="callable") as info:
+        fn()
+    last = traceback.extract_tb(info.value.__traceback__)[-1]
+    assert (last.name, last.lineno) == (fn.__name__, LINES[0])
+    assert LOG == ["earlier"]  # the earlier slot ran; nothing for the bad one
+
+
+def defer_after_core_entry(fail):
+    defer(note("slot 0"))
+    Tracked("core 1")  # the core holds entries now: later defers join its stack
+    defer(note("defer"))
+    errdefer(note("errdefer"))
+    okdefer(note("okdefer"))
+    Tracked("core 2")
+    if fail:
+        raise ValueError
+
+
+def test_fills_after_a_core_entry_run_in_reverse_order_on_return():
+    assert open_coded(defer_after_core_entry) and fills_through_the_core()
+    defer_after_core_entry(False)
+    assert LOG == ["core 2", "okdefer", "defer", "core 1", "slot 0"]
+
+
+def test_fills_after_a_core_entry_run_in_reverse_order_on_an_exception():
+    with pytest.raises(ValueError):
+        defer_after_core_entry(True)
+    assert LOG == ["core 2", "errdefer", "defer", "core 1", "slot 0"]
+
+
+def non_callable_after_core_entry():
+    Tracked("core")
+    defer(NOT_CALLABLE)
+
+
+def test_a_non_callable_after_a_core_entry_still_raises_and_the_entry_runs():
+    with pytest.raises(TypeError, match="callable"):
+        non_callable_after_core_entry()
+    assert LOG == ["core"]
