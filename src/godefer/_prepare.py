@@ -250,11 +250,12 @@ class Preparer(ast.NodeTransformer):
             node.returns = self.visit(node.returns)
         kind = _function_kind(node)
         self.scopes.append(_Scope(kind, _bound_names(node.body, node.args) | self._enclosing()))
-        slots = self._open_coded_slots(node.body)
-        if slots is not None:
+        found = self._open_coded_slots(node.body)
+        if found is not None:
+            slots, blocks = found
             outer, self.open_coder = (
                 self.open_coder,
-                OpenCoder(self, kind, _first_line(node), slots),
+                OpenCoder(self, kind, _first_line(node), slots, blocks=blocks),
             )
             try:
                 node.body = self.open_coder.rewrite(node.body)
@@ -298,7 +299,9 @@ class Preparer(ast.NodeTransformer):
             )
         return None
 
-    def _open_coded_slots(self, body: list[ast.stmt]) -> dict[int, SlotCall] | None:
+    def _open_coded_slots(
+        self, body: list[ast.stmt]
+    ) -> tuple[dict[int, SlotCall], dict[int, dict[int, SlotCall]]] | None:
         """The defers of a function that can all live in frame locals, in textual order, by id
         of their statement (or, for a defer used as an expression, of its call); None when the
         function needs the generic handler (or schedules nothing).
@@ -309,10 +312,12 @@ class Preparer(ast.NodeTransformer):
         a statement evaluates its parts is not always textual). The defers of one outermost
         loop share a slot holding a list: all of them run between the slots before the loop and
         those after it. Defers in a `with scope():` block belong to the block, which keeps them
-        in the core. Anything else that schedules (scoped(), `@defer` on a nested def, a defer
-        in an expression in a loop, a lambda or a comprehension) makes the function generic.
+        in the core, unless the block can be open-coded too (_block_slots). Anything else that
+        schedules (scoped() in an expression or a loop, a defer in an expression in a loop, a
+        lambda or a comprehension) makes the function generic. Returns (slots, blocks).
         """
         slots: dict[int, SlotCall] = {}
+        blocks: dict[int, dict[int, SlotCall]] = {}
         groups: set[int] = set()
         claimed: set[int] = set()  # the expressions naming defer & co. that slots or blocks take
         shadowed = self._shadowed()
@@ -320,62 +325,59 @@ class Preparer(ast.NodeTransformer):
             if block:
                 claimed.update(id(n) for n in _own_nodes([stmt]))
                 continue
-            entered = self._scoped_slot_call(stmt, shadowed)
-            if entered is not None and loop is None:
-                key, call = entered
-                slots[key] = SlotCall("scoped", call, loop=None, expression=key == id(call))
-                groups.add(key)
-                claimed.add(id(call.func))
+            if self._is_scope_block(stmt):
+                block_slots = self._block_slots(stmt)
+                if block_slots is not None:
+                    blocks[id(stmt)] = block_slots
                 continue
-            decorated = self._decorated_slot(stmt, shadowed)
-            if decorated is not None and loop is None:
-                slots[id(stmt)] = decorated
-                groups.add(id(stmt))
-                claimed.add(id(stmt.decorator_list[0]))  # type: ignore[attr-defined]
-                continue
-            slot = self._slot_call(stmt)
-            if slot is not None:
-                slots[id(stmt)] = SlotCall(*slot, loop=None if loop is None else id(loop))
-                groups.add(id(stmt) if loop is None else id(loop))
-                # The statement form's comparator becomes the call's func in _slot_call.
-                claimed.add(id(slot[1].func))
-                continue
-            calls = [
-                (node, nested)
-                for node, nested in _expression_nodes(stmt)
-                if isinstance(node, ast.Call)
-                and self.aliases.role(node.func, shadowed) in SCHEDULERS
-            ]
-            if len(calls) == 1 and loop is None:
-                call, nested = calls[0]
-                role = self.aliases.role(call.func, shadowed)
-                if (
-                    not nested
-                    and role in STATEMENT_FORMS
-                    and call.args
-                    and not isinstance(call.args[0], ast.Starred)
-                ):
-                    slots[id(call)] = SlotCall(role, call, loop=None, expression=True)
-                    groups.add(id(call))
-                    claimed.add(id(call.func))
-        if not slots or len(groups) > MAX_OPEN_CODED:
+            found = self._slot_of(stmt, loop, shadowed)
+            if found is not None:
+                key, slot_call, name = found
+                slots[key] = slot_call
+                groups.add(key if loop is None else id(loop))
+                claimed.add(name)
+        if not (slots or blocks) or len(groups) > MAX_OPEN_CODED:
             return None
-        for node in _own_nodes(body):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and any(
-                self.aliases.role(d, shadowed) in SCHEDULERS and id(d) not in claimed
-                for d in node.decorator_list
-            ):
-                return None
-            expr = node.func if isinstance(node, ast.Call) else None
-            if isinstance(node, ast.Compare):
-                expr = node.comparators[0]
-            if (
-                expr is not None
-                and id(expr) not in claimed
-                and (self.aliases.role(expr, shadowed) in SCHEDULERS)
-            ):
-                return None  # scheduled where no slot can take it
-        return slots
+        if not self._all_claimed(body, claimed):
+            return None
+        return slots, blocks
+
+    def _slot_of(
+        self, stmt: ast.stmt, loop: ast.stmt | None, shadowed: frozenset[str]
+    ) -> tuple[int, SlotCall, int] | None:
+        """The slot `stmt` fills, as (key, slot call, id of the expression naming defer & co.),
+        or None. In a loop only the statement form has one (the loop's list)."""
+        entered = self._scoped_slot_call(stmt, shadowed)
+        if entered is not None and loop is None:
+            key, call = entered
+            return (
+                key,
+                SlotCall("scoped", call, loop=None, expression=key == id(call)),
+                id(call.func),
+            )
+        decorated = self._decorated_slot(stmt, shadowed)
+        if decorated is not None and loop is None:
+            assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            return id(stmt), decorated, id(stmt.decorator_list[0])
+        slot = self._slot_call(stmt)
+        if slot is not None:
+            # The statement form's comparator becomes the call's func in _slot_call.
+            in_loop = SlotCall(*slot, loop=None if loop is None else id(loop))
+            return id(stmt), in_loop, id(slot[1].func)
+        calls = [
+            (node, nested)
+            for node, nested in _expression_nodes(stmt)
+            if isinstance(node, ast.Call) and self.aliases.role(node.func, shadowed) in SCHEDULERS
+        ]
+        if len(calls) != 1 or loop is not None:
+            return None
+        call, nested = calls[0]
+        role = self.aliases.role(call.func, shadowed)
+        if nested or role not in STATEMENT_FORMS or not call.args:
+            return None
+        if isinstance(call.args[0], ast.Starred):
+            return None
+        return id(call), SlotCall(role, call, loop=None, expression=True), id(call.func)
 
     def _scoped_slot_call(
         self, stmt: ast.stmt, shadowed: frozenset[str]
@@ -418,11 +420,7 @@ class Preparer(ast.NodeTransformer):
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 continue  # their own scopes
             is_loop = isinstance(stmt, (ast.For, ast.AsyncFor, ast.While))
-            is_block = isinstance(stmt, (ast.With, ast.AsyncWith)) and any(
-                isinstance(item.context_expr, ast.Call)
-                and self.aliases.role(item.context_expr.func, self._shadowed()) == "scope"
-                for item in stmt.items
-            )
+            is_block = self._is_scope_block(stmt)
             inner_loop = loop if loop is not None or not is_loop else stmt
             inner = (inner_loop, block or is_block)
             for part in ("body", "orelse", "finalbody"):
@@ -431,6 +429,78 @@ class Preparer(ast.NodeTransformer):
                 yield from self._statements(handler.body, *inner)
             for case in getattr(stmt, "cases", []):
                 yield from self._statements(case.body, *inner)
+
+    def _is_scope_block(self, stmt: ast.stmt) -> bool:
+        return isinstance(stmt, (ast.With, ast.AsyncWith)) and any(
+            isinstance(item.context_expr, ast.Call)
+            and self.aliases.role(item.context_expr.func, self._shadowed()) == "scope"
+            for item in stmt.items
+        )
+
+    def _all_claimed(self, body: list[ast.stmt], claimed: set[int]) -> bool:
+        """Whether every use of defer & co. in `body` is one a slot (or a block) takes."""
+        shadowed = self._shadowed()
+        for node in _own_nodes(body):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and any(
+                self.aliases.role(d, shadowed) in SCHEDULERS and id(d) not in claimed
+                for d in node.decorator_list
+            ):
+                return False
+            expr = node.func if isinstance(node, ast.Call) else None
+            if isinstance(node, ast.Compare):
+                expr = node.comparators[0]
+            if (
+                expr is not None
+                and id(expr) not in claimed
+                and (self.aliases.role(expr, shadowed) in SCHEDULERS)
+            ):
+                return False  # scheduled where no slot can take it
+        return True
+
+    def _block_slots(self, stmt: ast.stmt) -> dict[int, SlotCall] | None:
+        """The slot calls of a `with scope():` block that can be open-coded, or None.
+
+        It can when it is `with scope():` alone (no `as`), holds no block of its own, every
+        defer in it has a slot as in a function but outside loops (no list), and no `return`,
+        `break` or `continue` leaving it sits inside a try or with statement in it (its exit
+        code runs where such a statement stands, so nothing else may still run after it)."""
+        if not isinstance(stmt, ast.With) or len(stmt.items) != 1:
+            return None
+        item = stmt.items[0]
+        call = item.context_expr
+        if item.optional_vars is not None or not isinstance(call, ast.Call):
+            return None
+        if call.args or call.keywords or _leaving_block(stmt.body) is None:
+            return None
+        shadowed = self._shadowed()
+        slots: dict[int, SlotCall] = {}
+        claimed: set[int] = set()
+        for inner, loop, _ in self._statements(stmt.body):
+            if self._is_scope_block(inner):
+                return None
+            found = None if loop is not None else self._slot_of(inner, None, shadowed)
+            if found is not None:  # (a defer in a loop is not claimed: the check below refuses)
+                key, slot_call, name = found
+                slots[key] = slot_call
+                claimed.add(name)
+        if len(slots) > MAX_OPEN_CODED or not self._all_claimed(stmt.body, claimed):
+            return None
+        return slots
+
+    def visit_With(self, node: ast.With) -> ast.stmt | list[ast.stmt]:
+        if self.open_coder is not None and id(node) in self.open_coder.blocks:
+            return self.open_coder.block(node)
+        self.generic_visit(node)
+        return node
+
+    def _leaves_block(self, node: ast.stmt) -> bool:
+        return self.open_coder is not None and id(node) in self.open_coder.leaving
+
+    def visit_Break(self, node: ast.Break) -> ast.stmt | list[ast.stmt]:
+        return self.open_coder.block_exit_site(node) if self._leaves_block(node) else node
+
+    def visit_Continue(self, node: ast.Continue) -> ast.stmt | list[ast.stmt]:
+        return self.open_coder.block_exit_site(node) if self._leaves_block(node) else node
 
     visit_FunctionDef = _visit_function
     visit_AsyncFunctionDef = _visit_function
@@ -539,6 +609,9 @@ class Preparer(ast.NodeTransformer):
         return node
 
     def visit_Return(self, node: ast.Return) -> ast.stmt | list[ast.stmt]:
+        if self._leaves_block(node):
+            assert self.open_coder is not None
+            return self.open_coder.block_exit_site(node)
         if self.open_coder is not None and self.open_coder.inline_returns:
             return self.open_coder.return_site(node)
         if node.value is not None:
@@ -667,10 +740,25 @@ class OpenCoder:
     """
 
     def __init__(
-        self, preparer: Preparer, kind: str, line: int, slot_calls: dict[int, SlotCall]
+        self,
+        preparer: Preparer,
+        kind: str,
+        line: int,
+        slot_calls: dict[int, SlotCall],
+        *,
+        blocks: dict[int, dict[int, SlotCall]] | None = None,
+        prefix: str = "__godefer_",
     ) -> None:
         self.preparer = preparer
+        self.kind = kind
         self.slot_calls = slot_calls  # by id(statement), in textual order
+        # The open-coded `with scope():` blocks of a function: id(with) -> their slot calls.
+        self.blocks = blocks or {}
+        self.block_count = 0
+        self.p = prefix  # slot locals are <prefix><i>__, the state local <prefix>st__
+        self.st = f"{prefix}st__"
+        # A block's coder: the ids of the return/break/continue statements leaving the block.
+        self.leaving: set[int] = set()
         self.list_slots: dict[int, int] = {}  # id(loop) -> the index of its slot
         self.inline_returns = False  # every return runs the slots where it is (no `finally`)
         self.exits: set[int] = set()  # ids of the return sites' placeholders
@@ -698,7 +786,7 @@ class OpenCoder:
                 if new is not None:
                     out.extend(new if isinstance(new, list) else [new])
         # One chained assignment: one constant load and pairs of stores the interpreter fuses.
-        locals_ = [STATE, RV, *(f"__godefer_{i}__" for i in range(len(self.slots)))]
+        locals_ = [self.st, RV, *(f"{self.p}{i}__" for i in range(len(self.slots)))]
         init = " = ".join(locals_) + " = None\n"
         first = _first_user_line(out) if out else self.line
         init_stmts = [_at_line(s, first) for s in _parse(init)]
@@ -717,6 +805,129 @@ class OpenCoder:
             init_stmts,
             out + (_fall_off(self.valued) if has_value_return else []),
         )
+
+    # -- open-coded `with scope():` blocks ------------------------------------------------------
+
+    def block(self, node: ast.With) -> list[ast.stmt]:
+        """`with scope(): <body>` whose defers can all live in locals of the frame:
+
+            __godefer_bK_st__ = __godefer_bK_0__ = None           # at the `with` line
+            try:
+                <body: slots filled as in a function>
+                <_block_exit>                                     # also before each return,
+            except BaseException:                                 # break or continue leaving
+                __godefer_t__, __godefer_bK_st__ = __godefer_bK_st__, 4    # the block
+                if __godefer_rt__.block_unwind(__godefer_t__, *groups) is __godefer_rt__.RERAISE:
+                    raise                                         # else: recovered, go on
+
+        The state is None while the block runs, so a ScopeBound made in it joins the block
+        through the core (state 3); every exit leaves another value in it."""
+        k = self.block_count
+        self.block_count += 1
+        coder = OpenCoder(
+            self.preparer, self.kind, node.lineno, self.blocks[id(node)], prefix=f"__godefer_b{k}_"
+        )
+        leaving = _leaving_block(node.body)
+        assert leaving is not None
+        coder.leaving = leaving
+        outer, self.preparer.open_coder = self.preparer.open_coder, coder
+        try:
+            body = coder.block_body(node.body)
+        finally:
+            self.preparer.open_coder = outer
+        return coder.block_structure(node, body)
+
+    def block_body(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        left = False  # a return, break or continue before this point may skip later slots
+        for stmt in body:
+            if id(stmt) in self.slot_calls:
+                out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=left))
+                continue
+            jumps = (ast.Return, ast.Break, ast.Continue)
+            left = left or any(isinstance(n, jumps) for n in _own_nodes([stmt]))
+            new = self.preparer.visit(stmt)
+            if new is not None:
+                out.extend(new if isinstance(new, list) else [new])
+        out.append(self._sentinel())  # falling off the end of the block
+        return out
+
+    def block_exit_site(self, node: ast.Return | ast.Break | ast.Continue) -> list[ast.stmt]:
+        """A return, break or continue leaving the block: its value first, then the block's
+        exit code, then the jump (a return's value in the result local, as a `finally` of the
+        function reads it)."""
+        if isinstance(node, ast.Return) and node.value is not None:
+            value = self.preparer.visit(node.value)
+            assign = ast.copy_location(
+                ast.Assign(targets=[_name(RV, ast.Store())], value=value), node
+            )
+            ast.copy_location(assign.targets[0], node)
+            jump = ast.copy_location(ast.Return(ast.copy_location(_name(RV), node)), node)
+            return [assign, self._sentinel(), jump]
+        return [self._sentinel(), node]
+
+    def _block_exit(self) -> list[ast.stmt]:
+        """A normal exit of the block: the reached slots inline, last first, each announced in
+        the state; or the core, when it holds entries of the block too."""
+        inline: list[ast.stmt] = []
+        guard_all = any(self.may_skip)
+        called = [i for i in range(len(self.slots)) if self.slots[i][0] != "errdefer"]
+        if guard_all or not called:
+            inline += _parse(f"{self.st} = {OPEN_CORE_DONE}")  # no slot may set it
+        for i in reversed(called):
+            step = [*_parse(f"{self.st} = {OPEN_RETURNING + i}"), self._call_slot(i)]
+            if guard_all:
+                guard = _parse(f"if {self.p}{i}__ is not None:\n    pass")[0]
+                assert isinstance(guard, ast.If)
+                guard.body = step
+                step = [guard]
+            inline += step
+        # A finished block keeps nothing: its locals let go of the calls and their arguments.
+        inline += _parse(" = ".join(self._held_locals()) + " = None") if self.slots else []
+        # The inline calls in the `else`, which falls through: no jump on the common path.
+        exit_ = _parse(
+            f"if {self.st} is not None:\n"
+            f"    if {self.st} == {OPEN_CORE}:\n        {self.st} = {OPEN_CORE_DONE}\n"
+            f"        {RT}.block_complete()\n"
+            "else:\n    pass"
+        )[0]
+        assert isinstance(exit_, ast.If) and isinstance(exit_.body[0], ast.If)
+        exit_.orelse = inline
+        complete = exit_.body[0].body[1]
+        assert isinstance(complete, ast.Expr) and isinstance(complete.value, ast.Call)
+        complete.value.args = self._groups()
+        return [exit_]
+
+    def _held_locals(self) -> list[str]:
+        """The locals of the slots: callees (or exit callables) and arguments."""
+        held: list[str] = []
+        for i, (role, values) in enumerate(self.slots):
+            held += [local for local, _ in values]
+            if role == "scoped":
+                held.append(f"{self.p}{i}_k__")
+        return held
+
+    def block_structure(self, node: ast.With, body: list[ast.stmt]) -> list[ast.stmt]:
+        line = node.lineno
+        replace = _ReplaceSentinels(self.exits)
+        replace.make = lambda: [_at_line(s, line) for s in self._block_exit()]
+        body = replace.visit_body(body)
+        locals_ = [self.st, *(f"{self.p}{i}__" for i in range(len(self.slots)))]
+        init = _parse(" = ".join(locals_) + " = None")
+        stmt = _parse(
+            f"try:\n    pass\nexcept BaseException:\n"
+            f"    __godefer_t__, {self.st} = {self.st}, {OPEN_CORE_DONE}\n"
+            f"    if {RT}.block_unwind(__godefer_t__) is {RT}.RERAISE:\n        raise\n"
+        )[0]
+        assert isinstance(stmt, ast.Try)
+        test = stmt.handlers[0].body[1]
+        assert isinstance(test, ast.If) and isinstance(test.test, ast.Compare)
+        unwind = test.test.left
+        assert isinstance(unwind, ast.Call)
+        unwind.args += self._groups()
+        _at_line(stmt, line)
+        stmt.body = body
+        return [*(_at_line(s, line) for s in init), stmt]
 
     # -- returns that run the slots where they are ------------------------------------------
 
@@ -754,7 +965,7 @@ class OpenCoder:
         stmt = _no_location(ast.parse("try:\n    pass\nexcept BaseException:\n    pass").body[0])
         assert isinstance(stmt, ast.Try)
         stmt.body = body
-        stmt.handlers[0].body = self._on_exception(body_raised=f"{STATE} is None")
+        stmt.handlers[0].body = self._on_exception(body_raised=f"{self.st} is None")
         _at_line(stmt.handlers[0], self.line)
         return [*init, stmt]
 
@@ -844,9 +1055,7 @@ class OpenCoder:
         self, stmt: ast.stmt, role: str, call: ast.Call, fused: bool = True
     ) -> list[ast.stmt]:
         i = len(self.slots)
-        values, call_args, call_keywords = self._evaluate(
-            call, f"__godefer_{i}__", f"__godefer_{i}_"
-        )
+        values, call_args, call_keywords = self._evaluate(call, f"{self.p}{i}__", f"{self.p}{i}_")
         self.slots.append((role, values))
         self.call_shapes.append((call_args, call_keywords))
         callable_for_sure = isinstance(values[0][1], ast.Lambda)
@@ -856,26 +1065,24 @@ class OpenCoder:
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [self._store(values), fallback])
 
-    @staticmethod
-    def _filled(i: int, role: str, callee: ast.expr) -> ast.Assign:
+    def _filled(self, i: int, role: str, callee: ast.expr) -> ast.Assign:
         """`__godefer_i__ = fill(state, f)` for `defer(f)`: one call into the core that checks
         f is callable (TypeError at this line) and returns it for the slot, or gives it to the
         core when the core holds entries of the frame (returning None for the slot). Cheaper
         than the test _fill_check writes; a call with arguments keeps that test, since the
         arguments are evaluated after f."""
-        fill = ast.Call(func=_name(SLOT_FILLS[role][0]), args=[_name(STATE), callee], keywords=[])
-        return ast.Assign(targets=[_name(f"__godefer_{i}__", ast.Store())], value=fill)
+        fill = ast.Call(func=_name(SLOT_FILLS[role][0]), args=[_name(self.st), callee], keywords=[])
+        return ast.Assign(targets=[_name(f"{self.p}{i}__", ast.Store())], value=fill)
 
-    @staticmethod
-    def _fill_check(i: int, callable_for_sure: bool) -> ast.If:
+    def _fill_check(self, i: int, callable_for_sure: bool) -> ast.If:
         """After slot i is filled: the core takes the call when it holds entries of the frame,
         or, for a callee that may not be callable, to raise its TypeError at this line. A
         lambda, or a def with no other decorator, is callable: no callable() call."""
-        test = f"{STATE} is not None" + (
-            "" if callable_for_sure else f" or not callable(__godefer_{i}__)"
+        test = f"{self.st} is not None" + (
+            "" if callable_for_sure else f" or not callable({self.p}{i}__)"
         )
         fallback = ast.parse(
-            f"if {test}:\n    __godefer_{i}__, __godefer_f__ = None, __godefer_{i}__\n"
+            f"if {test}:\n    {self.p}{i}__, __godefer_f__ = None, {self.p}{i}__\n"
         ).body[0]
         assert isinstance(fallback, ast.If)
         return fallback
@@ -900,7 +1107,7 @@ class OpenCoder:
             )
         )
         fallback.orelse = [
-            ast.copy_location(ast.Assign(targets=targets, value=_name(f"__godefer_{i}__")), node)
+            ast.copy_location(ast.Assign(targets=targets, value=_name(f"{self.p}{i}__")), node)
         ]
         return self._locate(node, [store, fallback])
 
@@ -916,14 +1123,14 @@ class OpenCoder:
                 __godefer_i__, __godefer_i_k__, x = __godefer_rt__.scoped_slot(obj)
         """
         i = len(self.slots)
-        self.slots.append(("scoped", [(f"__godefer_{i}__", call)]))
+        self.slots.append(("scoped", [(f"{self.p}{i}__", call)]))
         self.call_shapes.append(([], []))
         obj = self.preparer.visit(call.args[0])
         stmts = ast.parse(
-            f"if {STATE} is not None:\n"
+            f"if {self.st} is not None:\n"
             f"    __godefer_v__ = {RT}.scoped(None)\n"
             f"else:\n"
-            f"    __godefer_{i}__, __godefer_{i}_k__, __godefer_v__ = {RT}.scoped_slot(None)\n"
+            f"    {self.p}{i}__, {self.p}{i}_k__, __godefer_v__ = {RT}.scoped_slot(None)\n"
         ).body
         branch = stmts[0]
         assert isinstance(branch, ast.If)
@@ -953,13 +1160,13 @@ class OpenCoder:
         self.may_skip.append(True)
         i = len(self.slots)
         values, call_args, call_keywords = self._evaluate(
-            slot.call, f"__godefer_{i}__", f"__godefer_{i}_"
+            slot.call, f"{self.p}{i}__", f"{self.p}{i}_"
         )
         self.slots.append((slot.role, values))
         self.call_shapes.append((call_args, call_keywords))
         template = (
-            f"({STATE} is None and callable(__godefer_{i}__))"
-            f" or (__godefer_f__ := __godefer_{i}__, __godefer_{i}__ := None, None)"
+            f"({self.st} is None and callable({self.p}{i}__))"
+            f" or (__godefer_f__ := {self.p}{i}__, {self.p}{i}__ := None, None)"
         )
         check = ast.parse(template, mode="eval").body
         assert isinstance(check, ast.BoolOp) and isinstance(check.values[1], ast.Tuple)
@@ -985,7 +1192,7 @@ class OpenCoder:
         del self.slot_calls[id(stmt)]  # the def itself is visited as any nested function
         new = self.preparer.visit(stmt)
         i = len(self.slots)
-        values: list[tuple[str, ast.expr]] = [(f"__godefer_{i}__", _name(stmt.name))]
+        values: list[tuple[str, ast.expr]] = [(f"{self.p}{i}__", _name(stmt.name))]
         self.slots.append((role, values))
         self.call_shapes.append(([], []))
         fallback = self._fill_check(i, callable_for_sure=not stmt.decorator_list)
@@ -1005,12 +1212,12 @@ class OpenCoder:
         plain = plain and not isinstance(args[0], ast.Starred)
         push, first = ("push", "list_first") if plain else ("push_call", "list_first_call")
         stmts = ast.parse(
-            f"if {STATE} is not None:\n"
+            f"if {self.st} is not None:\n"
             f"    pass\n"
-            f"elif __godefer_{i}__ is None:\n"
-            f"    __godefer_{i}__ = {RT}.{first}()\n"
+            f"elif {self.p}{i}__ is None:\n"
+            f"    {self.p}{i}__ = {RT}.{first}()\n"
             f"else:\n"
-            f"    __godefer_{i}__.{push}()\n"
+            f"    {self.p}{i}__.{push}()\n"
         ).body
         checked = stmts[0]
         assert isinstance(checked, ast.If)
@@ -1062,13 +1269,13 @@ class OpenCoder:
         groups: list[ast.expr] = []
         for i, (role, _) in enumerate(self.slots):
             if role == "list":
-                groups.append(_name(f"__godefer_{i}__"))
+                groups.append(_name(f"{self.p}{i}__"))
                 continue
-            group = self._group(role, f"__godefer_{i}__", self.call_shapes[i])
+            group = self._group(role, f"{self.p}{i}__", self.call_shapes[i])
             if role == "scoped":
-                group.elts[0] = _name(f"__godefer_{i}_k__")  # exit_cm or a plain close()
+                group.elts[0] = _name(f"{self.p}{i}_k__")  # exit_cm or a plain close()
             reached = ast.Compare(
-                left=_name(f"__godefer_{i}__"), ops=[ast.IsNot()], comparators=[ast.Constant(None)]
+                left=_name(f"{self.p}{i}__"), ops=[ast.IsNot()], comparators=[ast.Constant(None)]
             )
             groups.append(ast.BoolOp(op=ast.And(), values=[reached, group]))
         return groups
@@ -1101,23 +1308,23 @@ class OpenCoder:
     def _call_slot(self, i: int) -> ast.stmt:
         if self.slots[i][0] == "scoped":
             exit_call = ast.parse(
-                f"if __godefer_{i}_k__ == {KIND_EXIT_CM}:\n"
-                f"    __godefer_{i}__(None, None, None)\n"
+                f"if {self.p}{i}_k__ == {KIND_EXIT_CM}:\n"
+                f"    {self.p}{i}__(None, None, None)\n"
                 f"else:\n"
-                f"    __godefer_{i}__()\n"
+                f"    {self.p}{i}__()\n"
             ).body[0]
             return exit_call
         if self.slots[i][0] == "list":
             return ast.Expr(
                 ast.Call(
                     func=ast.Attribute(value=_name(RT), attr="run_list", ctx=ast.Load()),
-                    args=[_name(f"__godefer_{i}__")],
+                    args=[_name(f"{self.p}{i}__")],
                     keywords=[],
                 )
             )
         call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
         return ast.Expr(
-            ast.Call(func=_name(f"__godefer_{i}__"), args=call_args, keywords=call_keywords)
+            ast.Call(func=_name(f"{self.p}{i}__"), args=call_args, keywords=call_keywords)
         )
 
     def _unwinding_chain(self) -> tuple[list[ast.stmt], int | None]:
@@ -1134,15 +1341,15 @@ class OpenCoder:
             if self.slots[i][0] == "okdefer":
                 continue
             if last is not None:
-                guard = _parse(f"if {STATE} == {OPEN_UNWINDING + last}:\n    pass")[0]
+                guard = _parse(f"if {self.st} == {OPEN_UNWINDING + last}:\n    pass")[0]
                 assert isinstance(guard, ast.If)
                 guard.body = []
                 inner.append(guard)
                 inner = guard.body
-            step = _parse(f"if __godefer_{i}__ is not None:\n    pass")[0]
+            step = _parse(f"if {self.p}{i}__ is not None:\n    pass")[0]
             assert isinstance(step, ast.If)
             step.body = [self._call_slot(i)]
-            inner += [*_parse(f"{STATE} = {OPEN_UNWINDING + i}"), step]
+            inner += [*_parse(f"{self.st} = {OPEN_UNWINDING + i}"), step]
             last = i
         return chain, None if last is None else OPEN_UNWINDING + last
 
@@ -1151,11 +1358,13 @@ class OpenCoder:
         context manager, whose __exit__ may stop the exception as `with` would."""
         return any(role in ("list", "scoped") for role, _ in self.slots)
 
-    def _on_exception(self, body_raised: str = f"{STATE} == {OPEN_BODY_RAISED}") -> list[ast.stmt]:
+    def _on_exception(self, body_raised: str | None = None) -> list[ast.stmt]:
         """The located handler's body: the exception leaving the body (state 1) runs the reached
         slots inline; anything else (a slot raised on return, the core holds entries of this
         frame) goes to the core. Its result starts as None: a function leaving by an exception
         has no value unless a deferred call sets one."""
+        if body_raised is None:
+            body_raised = f"{self.st} == {OPEN_BODY_RAISED}"
         out = _parse(f"{RV} = None") if self.valued else []
         chain, end = self._unwinding_chain()
         inline = _parse(f"if {body_raised}:\n    pass")[0]
@@ -1165,9 +1374,9 @@ class OpenCoder:
             assert isinstance(guarded, ast.Try)
             guarded.body = chain
             guarded.handlers[0].body = self._leave(
-                self._core_call("unwind_slots", self._result(), _name(STATE))
+                self._core_call("unwind_slots", self._result(), _name(self.st))
             )
-            recovered = _parse(f"if {STATE} != {end}:\n    pass")[0]
+            recovered = _parse(f"if {self.st} != {end}:\n    pass")[0]
             assert isinstance(recovered, ast.If)
             recovered.body = self._leave_recovered()
             # In the `else`, which the chain falls into: a jump out of the `try` would have no
@@ -1177,12 +1386,12 @@ class OpenCoder:
         else:
             inline.body = [ast.Raise()]  # no slot runs with an exception in flight
         inline_part = [] if self._core_unwinds() else [inline]
-        done = _parse(f"if {STATE} == {OPEN_CORE_DONE}:\n    raise")
-        core = self._leave(self._core_call("unwind_slots", self._result(), _name(STATE)))
+        done = _parse(f"if {self.st} == {OPEN_CORE_DONE}:\n    raise")
+        core = self._leave(self._core_call("unwind_slots", self._result(), _name(self.st)))
         return [*out, *inline_part, *done, *core]
 
     def _leave_recovered(self) -> list[ast.stmt]:
-        call = self._core_call("complete_slots", self._result(), _name(STATE))
+        call = self._core_call("complete_slots", self._result(), _name(self.st))
         if self.valued:
             return [ast.Return(call)]
         return [ast.Expr(call), ast.Return()]
@@ -1202,21 +1411,21 @@ class OpenCoder:
         for i in reversed(range(len(self.slots))):
             if self.slots[i][0] == "errdefer":
                 continue  # passed with nothing in flight
-            announce = _parse(f"{STATE} = {OPEN_RETURNING + i}")
+            announce = _parse(f"{self.st} = {OPEN_RETURNING + i}")
             if guard_all:
-                step = _parse(f"if __godefer_{i}__ is not None:\n    pass")[0]
+                step = _parse(f"if {self.p}{i}__ is not None:\n    pass")[0]
                 assert isinstance(step, ast.If)
                 step.body = [*announce, self._call_slot(i)]
                 inline.append(step)
             else:
                 inline += [*announce, self._call_slot(i)]
-        if not inline:
-            inline = _parse(f"{STATE} = {OPEN_RETURNING}")
+        if not inline and self.slots:
+            inline = _parse(f"{self.st} = {OPEN_RETURNING}")
         inline += _parse(f"return {RV}" if self.valued else "return")
-        normal = _parse(f"if {STATE} is None:\n    pass")[0]
+        normal = _parse(f"if {self.st} is None:\n    pass")[0]
         assert isinstance(normal, ast.If)
         normal.body = inline
-        core = _parse(f"if {STATE} == {OPEN_CORE}:\n    {STATE} = {OPEN_CORE_DONE}")[0]
+        core = _parse(f"if {self.st} == {OPEN_CORE}:\n    {self.st} = {OPEN_CORE_DONE}")[0]
         assert isinstance(core, ast.If)
         complete = self._core_call("complete_slots", self._result(), ast.Constant(OPEN_CORE))
         core.body += [ast.Return(complete)] if self.valued else [ast.Expr(complete), ast.Return()]
@@ -1246,8 +1455,8 @@ class OpenCoder:
         being handled itself.
         """
         mark = (
-            f"if {STATE} is None:\n    {STATE} = {OPEN_BODY_RAISED}\n    raise\n"
-            f"{STATE} = {OPEN_CORE_RAISED}\nraise"
+            f"if {self.st} is None:\n    {self.st} = {OPEN_BODY_RAISED}\n    raise\n"
+            f"{self.st} = {OPEN_CORE_RAISED}\nraise"
         )
         return _exit_structure(
             init=init,
@@ -1355,6 +1564,36 @@ def _returns_are_clean(body: list[ast.stmt]) -> bool:
         return True
 
     return clean(body, False)
+
+
+def _leaving_block(body: list[ast.stmt]) -> set[int] | None:
+    """The ids of the return, break and continue statements that leave a `with` block with this
+    body, or None if one of them is inside a try or with statement in the block (code there
+    still runs after it, before the block's exit)."""
+    leaving: set[int] = set()
+
+    def walk(stmts: list[ast.stmt], guarded: bool, in_loop: bool) -> bool:
+        for stmt in stmts:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            leaves = isinstance(stmt, ast.Return) or (
+                isinstance(stmt, (ast.Break, ast.Continue)) and not in_loop
+            )
+            if leaves:
+                if guarded:
+                    return False
+                leaving.add(id(stmt))
+            inner = guarded or isinstance(stmt, (ast.Try, ast.TryStar, ast.With, ast.AsyncWith))
+            is_loop = isinstance(stmt, (ast.For, ast.AsyncFor, ast.While))
+            parts = [(getattr(stmt, "body", []), in_loop or is_loop)]
+            parts += [(getattr(stmt, f, []), in_loop) for f in ("orelse", "finalbody")]
+            parts += [(h.body, in_loop) for h in getattr(stmt, "handlers", [])]
+            parts += [(c.body, in_loop) for c in getattr(stmt, "cases", [])]
+            if not all(walk(part, inner, loop) for part, loop in parts):
+                return False
+        return True
+
+    return leaving if walk(body, False, False) else None
 
 
 class _ReplaceSentinels(ast.NodeTransformer):

@@ -24,6 +24,8 @@ unwind = _core._prepared_unwind
 unwind_slots = _core._prepared_unwind_slots
 complete_slots = _core._prepared_complete_slots
 run_list = _core._prepared_run_list
+block_unwind = _core._prepared_block_unwind
+block_complete = _core._prepared_block_complete
 list_first = _core._prepared_list_first
 list_first_call = _core._prepared_list_first_call
 slot_defer = _core._prepared_slot_defer
@@ -57,8 +59,8 @@ def mark_prepared(code: CodeType) -> None:
     while stack:
         co = stack.pop()
         if is_prepared(co):
-            if "__godefer_0__" in co.co_varnames:
-                _core._mark_open_coded(co)  # top-level defers live in frame locals
+            if "complete_slots" in co.co_names:
+                _core._mark_open_coded(co)  # its defers live in frame locals
             else:
                 _core._mark_prepared(co)
         stack.extend(c for c in co.co_consts if isinstance(c, CodeType))

@@ -95,6 +95,60 @@ inline PyObject* enclosing_handled_exception(_PyInterpreterFrame* frame) noexcep
     return saved_exception_at(frame, 0);
 }
 
+// The instruction the frame is executing (a CALL into the core), in code units.
+inline Py_ssize_t current_instruction(_PyInterpreterFrame* frame) noexcept {
+    PyCodeObject* code = iframe_code(frame);
+#if PY_VERSION_HEX >= 0x030D0000
+    return frame->instr_ptr - _PyCode_CODE(code);
+#else
+    return frame->prev_instr - _PyCode_CODE(code);
+#endif
+}
+
+// One varint of a code object's exception table (6 bits a byte, bit 6: more follow).
+inline const unsigned char* exception_table_varint(const unsigned char* p,
+                                                   unsigned& value) noexcept {
+    constexpr unsigned payload = 63U;
+    constexpr unsigned more = 64U;
+    value = *p & payload;
+    while ((*p & more) != 0U) {
+        ++p;
+        value = (value << 6U) | (*p & payload);
+    }
+    return p + 1;
+}
+
+// Inside the body of an `except` clause at any stack depth: the handled exception the clause's
+// PUSH_EXC_INFO saved, i.e. what sys.exception() showed where its try statement began. The
+// exception table entry covering the current instruction is the clause's cleanup handler, whose
+// depth is one above that saved slot. Null when the frame is not in such a clause.
+inline PyObject* handler_saved_exception(_PyInterpreterFrame* frame) noexcept {
+    PyObject* table = iframe_code(frame)->co_exceptiontable;
+    const auto* p = reinterpret_cast<const unsigned char*>(PyBytes_AS_STRING(table));
+    const unsigned char* end = p + PyBytes_GET_SIZE(table);
+    const auto here = static_cast<unsigned>(current_instruction(frame));
+    while (p < end) {
+        unsigned start = 0;
+        unsigned size = 0;
+        unsigned target = 0;
+        unsigned depth_lasti = 0;
+        p = exception_table_varint(p, start);
+        p = exception_table_varint(p, size);
+        p = exception_table_varint(p, target);
+        p = exception_table_varint(p, depth_lasti);
+        if (start > here) {
+            break;  // entries are sorted by start
+        }
+        if (here < start + size) {
+            const unsigned depth = depth_lasti >> 1U;
+            const bool lasti = (depth_lasti & 1U) != 0U;
+            return lasti && depth > 0 ? saved_exception_at(frame, static_cast<int>(depth) - 1)
+                                      : nullptr;
+        }
+    }
+    return nullptr;
+}
+
 #if PY_VERSION_HEX < 0x030C0000
 // 3.11 gives list/set/dict comprehensions a frame of their own; scopes must not see it.
 inline bool is_comprehension_code(PyCodeObject* code) noexcept {

@@ -1,6 +1,7 @@
 #include "open_coded.hpp"
 
 #include <algorithm>
+#include <string_view>
 #include <vector>
 
 #include "code_flags.hpp"
@@ -219,6 +220,164 @@ PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ss
         return nullptr;
     }
     return complete_scope(st, scope, args[0], outer);
+}
+
+// ---- open-coded `with scope():` blocks ------------------------------------------------------
+
+namespace {
+
+// Calls f(index, is_state) for each local of an open-coded block in `frame`'s code: a block's
+// state (`__godefer_b<K>_st__`) or one of its slots (`__godefer_b<K>_...`). Returns early when f
+// returns true.
+template <typename F>
+void each_block_local(_PyInterpreterFrame* frame, const F& f) {
+    PyObject* names = compat::iframe_code(frame)->co_localsplusnames;
+    const std::string_view prefix = block_state_prefix;
+    const std::string_view suffix = block_state_suffix;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); ++i) {
+        Py_ssize_t size = 0;
+        const char* utf8 = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(names, i), &size);
+        if (utf8 == nullptr) {
+            PyErr_Clear();
+            continue;
+        }
+        const std::string_view name(utf8, static_cast<std::size_t>(size));
+        if (name.size() <= prefix.size() + suffix.size() ||
+            name.substr(0, prefix.size()) != prefix) {
+            continue;
+        }
+        if (f(static_cast<int>(i), name.substr(name.size() - suffix.size()) == suffix)) {
+            return;
+        }
+    }
+}
+
+// The state local of the open-coded block now running in `frame` (value None or 3), or -1.
+// Open-coded blocks hold no blocks, so at most one runs at a time, and it is the innermost; every
+// exit of a block leaves another value in its state.
+int running_open_block(_PyInterpreterFrame* frame) {
+    int found = -1;
+    each_block_local(frame, [&](int i, bool is_state) {
+        PyObject* value = frame->localsplus[i];
+        if (is_state && (value == Py_None || state_value(value) == open_state_core)) {
+            found = i;
+        }
+        return found >= 0;
+    });
+    return found;
+}
+
+// After an open-coded block's exit: the locals holding its calls (the slots of the blocks of the
+// frame, which run one at a time, and the fallback temporary) let go of them, as a finished `with
+// scope():` keeps nothing. States stay.
+void release_block_locals(_PyInterpreterFrame* frame) {
+    each_block_local(frame, [&](int i, bool is_state) {
+        if (!is_state && frame->localsplus[i] != nullptr) {
+            Py_SETREF(frame->localsplus[i], Py_NewRef(Py_None));
+        }
+        return false;
+    });
+    const int fallback = local_index(compat::iframe_code(frame), "__godefer_f__");
+    if (fallback >= 0 && frame->localsplus[fallback] != nullptr) {
+        Py_SETREF(frame->localsplus[fallback], Py_NewRef(Py_None));
+    }
+}
+
+// Ends an open-coded block through the core: its slots (groups, oldest first, those at and
+// above `pending` already called) go under the entries the core holds for it, which start at
+// `floor`, and all of them run as the block's exit with `exc` in flight (null: none).
+PyObject* drain_block(ModuleState* st, _PyInterpreterFrame* frame, Scope* scope, std::size_t floor,
+                      PyObject* const* groups, Py_ssize_t count, Py_ssize_t pending, PyObject* exc,
+                      PyObject* outer) {
+    PyVector<uintptr_t> encoded;
+    if (encode_groups(groups, count, encoded, pending) < 0) {
+        release_if_empty(st, scope);
+        return nullptr;
+    }
+    scope->insert_at(floor, encoded);
+    release_block_locals(frame);
+    UnwindState state;
+    state.kind = ExitKind::block;
+    state.exc = Ref::borrow(exc);
+    drain(st, *scope, floor, state, outer);
+    release_if_empty(st, scope);
+    if (exc != nullptr && state.exc.get() == exc) {
+        return Py_NewRef(st->reraise);  // the exception goes on
+    }
+    if (state.exc) {
+        compat::restore_exception(std::move(state.exc));
+        return nullptr;
+    }
+    Py_RETURN_NONE;  // completed, or the exception was recovered: go on after the block
+}
+
+}  // namespace
+
+bool calling_block_slot(ModuleState* st, _PyInterpreterFrame* frame) {
+    if (open_coded_locals(st, compat::iframe_code(frame)).state < 0) {
+        return false;
+    }
+    bool calling = false;
+    each_block_local(frame, [&](int i, bool is_state) {
+        const long value = is_state ? state_value(frame->localsplus[i]) : -1;
+        calling = value >= open_state_returning && value < open_state_returning + open_state_span;
+        return calling;
+    });
+    return calling;
+}
+
+int join_open_block(void* frame_ptr, Scope* scope) {
+    auto* frame = static_cast<_PyInterpreterFrame*>(frame_ptr);
+    const int local = running_open_block(frame);
+    if (local < 0) {
+        return 0;
+    }
+    PyObject** state = &frame->localsplus[local];
+    if (*state == Py_None) {  // the block's first entry in the core: its entries start here
+        PyObject* core = PyLong_FromLong(open_state_core);
+        if (core == nullptr) {
+            return -1;
+        }
+        Py_SETREF(*state, core);
+        scope->marks.push_back(scope->size());
+    }
+    return 1;
+}
+
+PyObject* prepared_block_unwind(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
+    Ref exc = Ref::steal(PyErr_GetHandledException());
+    if (frame == nullptr || nargs < 1 || !exc || exc.get() == Py_None) {
+        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_block_unwind() outside its handler");
+        return nullptr;
+    }
+    const long state = state_value(args[0]);
+    if (state == open_state_core_done) {
+        return Py_NewRef(st->reraise);  // raised by the exit the core already ran
+    }
+    Scope* scope = st->table->find_or_create(frame, nullptr, true);
+    std::size_t floor = scope->size();
+    if (state == open_state_core && !scope->marks.empty()) {
+        floor = scope->marks.back();
+        scope->marks.pop_back();
+    }
+    return drain_block(st, frame, scope, floor, args + 1, nargs - 1,
+                       ran_from(state, open_state_returning), exc.get(),
+                       compat::handler_saved_exception(frame));
+}
+
+PyObject* prepared_block_complete(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
+    Scope* scope = frame != nullptr ? st->table->find(frame) : nullptr;
+    if (scope == nullptr || scope->marks.empty()) {
+        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_block_complete() misused");
+        return nullptr;
+    }
+    const std::size_t floor = scope->marks.back();
+    scope->marks.pop_back();
+    return drain_block(st, frame, scope, floor, args, nargs, PY_SSIZE_T_MAX, nullptr, nullptr);
 }
 
 PyObject* prepared_run_list(PyObject* /*module*/, PyObject* list) {

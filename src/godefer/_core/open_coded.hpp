@@ -56,6 +56,27 @@ int note_core_entry(ModuleState* st, void* frame);
 // (kind, fn, args tuple, kwargs dict or None), oldest first.
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// Open-coded `with scope():` blocks keep their slots in locals too, with a state local named
+// `__godefer_b<K>_st__` (None while the block runs, 3 once the core holds entries of it).
+inline constexpr const char* block_state_prefix = "__godefer_b";
+inline constexpr const char* block_state_suffix = "_st__";
+
+// A registration the core is about to make in an open-coded frame: if an open-coded block is
+// running there, the entry is the block's (its first one opens the block's part of the record
+// with a mark). Returns 1 if so, 0 if not, -1 with an exception set.
+int join_open_block(void* frame, Scope* scope);
+
+// Whether an open-coded block of `frame` is calling one of its slots inline (for result():
+// a block has none).
+bool calling_block_slot(ModuleState* st, _PyInterpreterFrame* frame);
+
+// _prepared_block_unwind(state, *groups): in the block's handler, the exception being handled
+// leaves the block (state None or 3), or slot i raised on a normal exit (state 100 + i), or the
+// core's exit raised (state 4). Returns RERAISE (it goes on), None (recovered: execution goes on
+// after the block), or raises what replaced it.
+// _prepared_block_complete(*groups): a normal exit of a block whose entries the core holds too.
+PyObject* prepared_block_unwind(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+PyObject* prepared_block_complete(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 // _prepared_run_list(list): a loop's list slot on a normal return, last entry first.
 PyObject* prepared_run_list(PyObject* module, PyObject* list);
 PyObject* mark_open_coded(PyObject* module, PyObject* code);

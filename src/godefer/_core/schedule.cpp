@@ -127,6 +127,12 @@ int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, st
     if (scope == nullptr) {
         return -1;
     }
+    // In an open-coded frame an entry may belong to the open-coded block running there.
+    if (scope->open_coded && scope->unwinding == nullptr &&
+        join_open_block(const_cast<void*>(scope->key), scope) < 0) {
+        release_if_empty(st, scope);
+        return -1;
+    }
     scope->push(kind, fn, args, nargs, kwnames);
     // Entries inside an open block run at the block's exit; entries of a prepared frame, or added
     // while the frame's own exit is being drained, need no further watching.

@@ -92,6 +92,16 @@ void Scope::push_bottom(const PyVector<uintptr_t>& encoded) {
     }
 }
 
+void Scope::insert_at(std::size_t index, const PyVector<uintptr_t>& encoded) {
+    slots_.insert(slots_.begin() + static_cast<std::ptrdiff_t>(index), encoded.begin(),
+                  encoded.end());
+    for (std::size_t& mark : marks) {
+        if (mark > index) {
+            mark += encoded.size();
+        }
+    }
+}
+
 void Scope::pop(PoppedEntry& out) {
     const uintptr_t header = slots_.back();
     slots_.pop_back();

@@ -67,6 +67,9 @@ class Scope {
     void push(Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs, PyObject* kwnames);
     // Inserts entries below all existing ones (they ran earlier, so they run later).
     void push_bottom(const PyVector<uintptr_t>& encoded);
+    // Inserts entries at `index`, the start of the innermost block being drained (its mark
+    // already popped): above the entries of the enclosing blocks, below the block's own.
+    void insert_at(std::size_t index, const PyVector<uintptr_t>& encoded);
     // Encodes an entry the way push() stores it, into `out` (taking new references).
     static void encode(PyVector<uintptr_t>& out, Kind kind, PyObject* fn, PyObject* const* args,
                        std::size_t nargs, PyObject* kwnames);

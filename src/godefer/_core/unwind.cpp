@@ -315,6 +315,7 @@ namespace {
 struct ResultOwner {
     Scope* scope = nullptr;
     InlineExit inline_exit;
+    bool block = false;  // an open-coded block calling its slots inline
 };
 
 ResultOwner result_owner(ModuleState* st) {
@@ -331,9 +332,16 @@ ResultOwner result_owner(ModuleState* st) {
         if (exit.phase != InlinePhase::none) {
             return {nullptr, exit};
         }
+        if (calling_block_slot(st, frame)) {
+            return {nullptr, {}, true};
+        }
     }
     return {};
 }
+
+constexpr const char* block_has_no_result =
+    "%s(): a `with scope():` block has no return value; only a deferred call of a function "
+    "scope can read or replace its result";
 
 // The drain whose function result a deferred call may read or replace; sets an error otherwise.
 UnwindState* result_state(ModuleState* st, Scope* scope, const char* who) {
@@ -354,10 +362,7 @@ UnwindState* result_state(ModuleState* st, Scope* scope, const char* who) {
                          who);
             return nullptr;
         case ExitKind::block:
-            PyErr_Format(PyExc_LookupError,
-                         "%s(): a `with scope():` block has no return value; only a deferred call "
-                         "of a function scope can read or replace its result",
-                         who);
+            PyErr_Format(PyExc_LookupError, block_has_no_result, who);
             return nullptr;
         case ExitKind::prepared_frame:
             break;
@@ -378,6 +383,10 @@ PyObject* result(PyObject* module, PyObject* const* /*args*/, Py_ssize_t nargs) 
     }
     ModuleState* st = module_state(module);
     const ResultOwner owner = result_owner(st);
+    if (owner.block) {
+        PyErr_Format(PyExc_LookupError, block_has_no_result, "result");
+        return nullptr;
+    }
     if (owner.inline_exit.phase != InlinePhase::none) {
         if (owner.inline_exit.phase == InlinePhase::unwinding) {
             PyErr_SetString(PyExc_LookupError, no_result_while_unwinding);
@@ -404,6 +413,10 @@ PyObject* set_result(PyObject* module, PyObject* const* args, Py_ssize_t nargs) 
     }
     ModuleState* st = module_state(module);
     const ResultOwner owner = result_owner(st);
+    if (owner.block) {
+        PyErr_Format(PyExc_LookupError, block_has_no_result, "set_result");
+        return nullptr;
+    }
     if (owner.inline_exit.phase != InlinePhase::none) {
         Py_XSETREF(*owner.inline_exit.result, Py_NewRef(args[0]));
         Py_RETURN_NONE;

@@ -1,0 +1,208 @@
+"""Open-coded `with scope():` blocks: the block's defers live in frame locals too.
+
+This module is prepared by godefer's pytest plugin. A block of an open-coded function keeps its
+calls in locals (``__godefer_b<K>_...``) when it holds no block of its own, its defers have slots
+outside loops, and no return/break/continue leaving it sits in a try or with inside it. Its
+normal exits (the end, break, continue, return) call the slots inline; an exception goes to the
+core, which also holds what a ScopeBound made in the block schedules. These tests pin each of
+those paths against what `with scope():` means (DESIGN.md §1, §2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from godefer import defer, errdefer, okdefer, recover, result, scope, scoped
+from slot_log import LOG, Tracked, note, slot_log  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("slot_log")
+
+
+def open_blocks(fn) -> int:
+    """How many open-coded blocks preparation gave `fn`."""
+    return sum(
+        1 for n in fn.__code__.co_varnames if n.startswith("__godefer_b") and n.endswith("_st__")
+    )
+
+
+class Resource:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __enter__(self):
+        LOG.append(("enter", self.tag))
+        return self.tag
+
+    def __exit__(self, *exc):
+        LOG.append(("exit", self.tag, exc[0]))
+        return False
+
+
+def every_exit(items):
+    for it in items:
+        with scope():
+            defer(note(("d", it)))
+            if it == "continue":
+                continue
+            if it == "break":
+                break
+            value = scoped(Resource(it))
+            okdefer(note(("ok", value)))
+            errdefer(note(("err", it)))
+            if it == "return":
+                return "returned"
+            if it == "raise":
+                raise KeyError(it)
+        LOG.append(("after", it))
+    return "end"
+
+
+def test_every_exit_of_the_block_runs_its_calls_in_reverse_order():
+    assert open_blocks(every_exit) == 1
+    assert every_exit(["a", "continue", "return", "b"]) == "returned"
+    assert LOG == [
+        ("enter", "a"),
+        ("ok", "a"),
+        ("exit", "a", None),
+        ("d", "a"),
+        ("after", "a"),
+        ("d", "continue"),
+        ("enter", "return"),
+        ("ok", "return"),
+        ("exit", "return", None),
+        ("d", "return"),
+    ]
+    LOG.clear()
+    assert every_exit(["break", "a"]) == "end"
+    assert LOG == [("d", "break")]
+    LOG.clear()
+    with pytest.raises(KeyError):
+        every_exit(["raise"])
+    assert [
+        ("enter", "raise"),
+        ("err", "raise"),
+        ("exit", "raise", KeyError),
+        ("d", "raise"),
+    ] == LOG
+
+
+def scope_bound_in_block():
+    with scope():
+        defer(note("slot 0"))
+        Tracked("core 1")  # the block's first core entry
+        defer(note("slot 1"))  # the core holds entries: this one joins them
+        Tracked("core 2")
+    LOG.append("after block")
+    Tracked("function")  # after the block: the function's scope, not the block's
+    LOG.append("end")
+
+
+def test_a_scope_bound_made_in_the_block_belongs_to_the_block():
+    assert open_blocks(scope_bound_in_block) == 1
+    scope_bound_in_block()
+    assert LOG == ["core 2", "slot 1", "core 1", "slot 0", "after block", "end", "function"]
+
+
+def raising_slot_on_normal_exit():
+    with scope():
+        defer(note("first"))
+        defer(lambda: LOG.append(("sees", repr(sys.exception()))))
+        defer(lambda: (_ for _ in ()).throw(ValueError("from slot")))
+        LOG.append("body")
+    LOG.append("not reached")
+
+
+def test_a_slot_raising_on_a_normal_exit_replaces_nothing_and_the_rest_still_run():
+    with pytest.raises(ValueError, match="from slot"):
+        raising_slot_on_normal_exit()
+    assert LOG == ["body", ("sees", "ValueError('from slot')"), "first"]
+
+
+def recovering_block():
+    try:
+        raise KeyError("enclosing")
+    except KeyError:
+        for i in range(2):  # the block's try sits deeper in the stack than depth 0
+            with scope():
+                defer(lambda: LOG.append(("later", repr(sys.exception()))))
+                defer(lambda: LOG.append(("recovered", repr(recover()))))
+                defer(lambda: LOG.append(("first", repr(sys.exception()))))
+                raise ValueError(i)  # noqa: B904 (the enclosing exception is the point)
+            LOG.append(("after", i))
+    return "done"
+
+
+def test_recover_in_a_block_goes_on_after_it_and_later_calls_see_the_enclosing_exception():
+    assert open_blocks(recovering_block) == 1
+    assert recovering_block() == "done"
+    enclosing = repr(KeyError("enclosing"))
+    assert [
+        ("first", "ValueError(0)"),
+        ("recovered", "ValueError(0)"),
+        ("later", enclosing),
+        ("after", 0),
+        ("first", "ValueError(1)"),
+        ("recovered", "ValueError(1)"),
+        ("later", enclosing),
+        ("after", 1),
+    ] == LOG
+
+
+def result_in_block():
+    with scope():
+        defer(lambda: LOG.append(result()))
+    return 1
+
+
+def test_result_in_an_open_coded_block_is_a_lookup_error():
+    assert open_blocks(result_in_block) == 1
+    with pytest.raises(LookupError, match="block has no return value"):
+        result_in_block()
+
+
+def nested_blocks():
+    with scope():
+        defer(note("outer"))
+        with scope():
+            defer(note("inner"))
+        LOG.append("between")
+
+
+def return_in_try_in_block():
+    with scope():
+        defer(note("block"))
+        try:
+            return "value"
+        finally:
+            LOG.append("finally first")
+
+
+def test_blocks_the_core_keeps_still_behave_the_same():
+    assert open_blocks(nested_blocks) == 0
+    assert open_blocks(return_in_try_in_block) == 0
+    nested_blocks()
+    assert LOG == ["inner", "between", "outer"]
+    LOG.clear()
+    assert return_in_try_in_block() == "value"
+    assert LOG == ["finally first", "block"]
+
+
+def holds_nothing_after(arg):
+    with scope():
+        defer(id, arg)  # holds nothing itself
+        defer(note("plain"))
+    return sys.getrefcount(arg)
+
+
+def refcount_in_a_call(arg):
+    return sys.getrefcount(arg)
+
+
+def test_a_finished_block_holds_no_reference_to_its_calls():
+    assert open_blocks(holds_nothing_after) == 1
+    arg = object()
+    # The same count as in a call that defers nothing: the block's locals let go of the call.
+    assert holds_nothing_after(arg) == refcount_in_a_call(arg)
+    assert LOG == ["plain"]
