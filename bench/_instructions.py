@@ -35,6 +35,7 @@ SUBJECTS = (
     ("one_defer", "tryfinally_if", None),
     ("one_defer", "godefer_prepared_block", "tryfinally_if"),
     ("one_defer", "godefer_prepared_expr", "tryfinally"),
+    ("one_defer", "godefer_prepared_scope", "tryfinally"),
     ("one_defer", "godefer_prepared_core", "tryfinally"),
     ("one_defer", "godefer_runtime", "tryfinally"),
     ("one_defer", "exitstack", "tryfinally"),

@@ -170,8 +170,13 @@ def one_defer_candidates() -> list[Candidate]:
             lambda: prepared("one_defer_expression"),
         ),
         Candidate(
+            "godefer_prepared_scope",
+            "godefer prepared: in a scope() block (open-coded)",
+            lambda: prepared("one_defer_scope"),
+        ),
+        Candidate(
             "godefer_prepared_core",
-            "godefer prepared: in a scope() block (core-held)",
+            "godefer prepared: generic function, defer(*args) (core-held)",
             lambda: prepared("one_defer_core"),
         ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),

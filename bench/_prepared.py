@@ -6,9 +6,10 @@ that are about godefer, and reports whether each code object was actually rewrit
 
 Defers are open-coded (up to 16 slots in a function): a defer outside loops, as a statement, an
 expression or ``@defer`` on a nested def, keeps its callee and arguments in frame locals; the
-defers of a loop share a list in a frame local. They run inline on return. A defer in a ``with
-scope():`` block belongs to the block, whose calls the C++ core keeps (``one_defer_core`` is the
-cheapest way to get a core-held call).
+defers of a loop share a list in a frame local. They run inline on return. A ``with scope():``
+block gets slots of its own in the same way (``one_defer_scope``). What preparation cannot give a
+slot makes the function generic, its calls kept by the C++ core (``one_defer_core``: a defer
+whose callee comes from ``*args``).
 """
 
 from godefer import defer, scope
@@ -33,9 +34,13 @@ def one_defer_expression(fn):
     _ = defer(fn)
 
 
-def one_defer_core(fn):
+def one_defer_scope(fn):
     with scope():
         defer(fn)
+
+
+def one_defer_core(fn):
+    defer(*(fn,))
 
 
 def loop_defer(fn, n):

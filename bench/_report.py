@@ -64,7 +64,8 @@ INSTRUCTION_BARS = (
     ("one_defer", "godefer_prepared", "prepared, top-level defer"),
     ("one_defer", "godefer_prepared_block", "prepared, defer inside an if"),
     ("one_defer", "godefer_prepared_expr", "prepared, defer as an expression"),
-    ("one_defer", "godefer_prepared_core", "prepared, defer in a scope() block (core-held)"),
+    ("one_defer", "godefer_prepared_scope", "prepared, defer in a scope() block"),
+    ("one_defer", "godefer_prepared_core", "prepared, generic function (core-held)"),
     ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
 )
 
@@ -105,7 +106,8 @@ def bars(res: dict) -> list[dict]:
     )
     for key, what in (
         ("godefer_prepared_expr", "used as an expression"),
-        ("godefer_prepared_core", "in a scope() block (core-held)"),
+        ("godefer_prepared_scope", "in a scope() block"),
+        ("godefer_prepared_core", "in a generic function (core-held)"),
     ):
         r = ratio(key)
         add(
@@ -129,7 +131,8 @@ def bars(res: dict) -> list[dict]:
         ("godefer_prepared", "top-level"),
         ("godefer_prepared_block", "inside an if"),
         ("godefer_prepared_expr", "expression"),
-        ("godefer_prepared_core", "scope() block"),
+        ("godefer_prepared_scope", "scope() block"),
+        ("godefer_prepared_core", "generic, core-held"),
     ):
         row = one.get(key, {})
         f = row.get("exitstack_over_this") if row.get("status") == "ok" else None

@@ -90,3 +90,35 @@ def test_a_non_callable_after_a_core_entry_still_raises_and_the_entry_runs():
     with pytest.raises(TypeError, match="callable"):
         non_callable_after_core_entry()
     assert LOG == ["core"]
+
+
+def assigned_fills(bad):
+    target = "before"
+    try:
+        target = defer(NOT_CALLABLE if bad else note("assigned"))
+    except TypeError:
+        LOG.append(("target", target))  # not rebound: defer() raised before returning
+        raise
+    return target
+
+
+def test_x_equals_defer_fills_through_the_core_and_binds_the_callee():
+    assert "__godefer_fill_d__" in assigned_fills.__code__.co_names
+    fn = assigned_fills(False)
+    assert LOG == ["assigned"]
+    assert callable(fn)
+    LOG.clear()
+    with pytest.raises(TypeError, match="callable"):
+        assigned_fills(True)
+    assert LOG == [("target", "before")]
+
+
+def assigned_after_core_entry():
+    Tracked("core")
+    bound = defer(note("assigned"))  # the core takes it; the name still gets the callee
+    LOG.append(("bound", callable(bound)))
+
+
+def test_x_equals_defer_after_a_core_entry_binds_the_callee_and_runs_first():
+    assigned_after_core_entry()
+    assert LOG == [("bound", True), "assigned", "core"]

@@ -759,6 +759,7 @@ class OpenCoder:
         self.st = f"{prefix}st__"
         # A block's coder: the ids of the return/break/continue statements leaving the block.
         self.leaving: set[int] = set()
+        self.uses_temp = False  # a slot's callee passes through __godefer_f__ (assigned_slot)
         self.list_slots: dict[int, int] = {}  # id(loop) -> the index of its slot
         self.inline_returns = False  # every return runs the slots where it is (no `finally`)
         self.exits: set[int] = set()  # ids of the return sites' placeholders
@@ -780,6 +781,9 @@ class OpenCoder:
                 continue
             if id(stmt) in self.slot_calls:
                 out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=returned))
+            elif self._assigns_slot(stmt):
+                assert isinstance(stmt, ast.Assign)
+                out.extend(self.assigned_slot(stmt, may_skip=returned))
             else:
                 returned = returned or any(isinstance(n, ast.Return) for n in _own_nodes([stmt]))
                 new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
@@ -844,6 +848,10 @@ class OpenCoder:
             if id(stmt) in self.slot_calls:
                 out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=left))
                 continue
+            if self._assigns_slot(stmt):
+                assert isinstance(stmt, ast.Assign)
+                out.extend(self.assigned_slot(stmt, may_skip=left))
+                continue
             jumps = (ast.Return, ast.Break, ast.Continue)
             left = left or any(isinstance(n, jumps) for n in _own_nodes([stmt]))
             new = self.preparer.visit(stmt)
@@ -905,7 +913,7 @@ class OpenCoder:
             held += [local for local, _ in values]
             if role == "scoped":
                 held.append(f"{self.p}{i}_k__")
-        return held
+        return [*held, "__godefer_f__"] if self.uses_temp else held
 
     def block_structure(self, node: ast.With, body: list[ast.stmt]) -> list[ast.stmt]:
         line = node.lineno
@@ -928,6 +936,10 @@ class OpenCoder:
         _at_line(stmt, line)
         stmt.body = body
         return [*(_at_line(s, line) for s in init), stmt]
+
+    def _assigns_slot(self, stmt: ast.stmt) -> bool:
+        """`x = defer(...)` or `x = scoped(...)` whose call has a slot."""
+        return isinstance(stmt, ast.Assign) and id(stmt.value) in self.slot_calls
 
     # -- returns that run the slots where they are ------------------------------------------
 
@@ -1087,16 +1099,38 @@ class OpenCoder:
         assert isinstance(fallback, ast.If)
         return fallback
 
-    def assigned_slot(self, node: ast.Assign) -> list[ast.stmt]:
+    def assigned_slot(self, node: ast.Assign, may_skip: bool = True) -> list[ast.stmt]:
         """`x = defer(f, ...)`: the slot is filled as by the statement form, then the targets
-        get the callee (what defer() returns), with no tuple to build."""
+        get the callee (what defer() returns), with no tuple to build. A callee with no
+        arguments goes through the fill call, in a temporary so the targets get it even when
+        the core takes it (the targets are bound after the fill, as after defer() returns):
+
+            __godefer_f__ = f
+            __godefer_i__ = __godefer_fill_d__(__godefer_st__, __godefer_f__)
+            x = __godefer_f__
+        """
         assert isinstance(node.value, ast.Call)
         slot = self.slot_calls[id(node.value)]
         self.preparer.prepared_any = True
-        self.may_skip.append(True)
+        self.may_skip.append(may_skip)
         if slot.role == "scoped":
             return self._entered(node, slot.call, node.targets)
         i = len(self.slots)
+        if (
+            len(slot.call.args) == 1
+            and not slot.call.keywords
+            and not isinstance(slot.call.args[0], ast.Lambda)
+        ):
+            callee = self.preparer.visit(slot.call.args[0])
+            self.uses_temp = True
+            self.slots.append((slot.role, [(f"{self.p}{i}__", callee)]))
+            self.call_shapes.append(([], []))
+            targets = [self.preparer.visit(t) for t in node.targets]
+            temp = ast.Assign(targets=[_name("__godefer_f__", ast.Store())], value=callee)
+            bind = ast.Assign(targets=targets, value=_name("__godefer_f__"))
+            fill = self._filled(i, slot.role, _name("__godefer_f__"))
+            return self._locate(node, [temp, fill, bind])
+        self.may_skip[-1] = True  # the fallback below empties the slot
         # Not fused: the targets get the callee even when the core takes it from the slot.
         store, fallback = self._single_slot(node, slot.role, slot.call, fused=False)
         assert isinstance(fallback, ast.If)
