@@ -8,11 +8,12 @@ the core takes f instead, so the scope's one stack keeps its order.
 
 from __future__ import annotations
 
+import sys
 import traceback
 
 import pytest
 
-from godefer import defer, errdefer, okdefer
+from godefer import defer, errdefer, okdefer, scope
 from runtime_path import here
 from slot_log import LOG, Tracked, note, open_coded, slot_log  # noqa: F401
 
@@ -122,3 +123,73 @@ def assigned_after_core_entry():
 def test_x_equals_defer_after_a_core_entry_binds_the_callee_and_runs_first():
     assigned_after_core_entry()
     assert LOG == [("bound", True), "assigned", "core"]
+
+
+# --- the first fill, before the scope's try ------------------------------------------------------
+
+
+def first_statement_bad():
+    defer(NOT_CALLABLE)
+
+
+def first_after_plain_code(fn):
+    total = 1 + 2
+    defer(fn)
+    return total
+
+
+def first_after_a_call(fn):
+    made = list()  # a call could have made a ScopeBound: no hoisting
+    defer(fn)
+    return made
+
+
+def test_a_first_fill_with_nothing_before_it_skips_the_state():
+    assert "__godefer_first_d__" in first_after_plain_code.__code__.co_names
+    assert "__godefer_first_d__" not in first_after_a_call.__code__.co_names
+    assert first_after_plain_code(note("ran")) == 3
+    assert first_after_a_call(note("ran too")) == []
+    assert LOG == ["ran", "ran too"]
+
+
+def test_a_bad_first_fill_is_a_type_error_at_its_line_with_nothing_pending():
+    from godefer import _core
+
+    before = _core._pending_frames()
+    with pytest.raises(TypeError, match="callable") as info:
+        first_statement_bad()
+    last = traceback.extract_tb(info.value.__traceback__)[-1]
+    assert last.name == "first_statement_bad"
+    assert last.line == "defer(NOT_CALLABLE)"
+    assert _core._pending_frames() == before
+
+
+def log_slot():
+    LOG.append("slot")
+
+
+def block_first_fill():
+    with scope():
+        defer(log_slot)  # no call in the callee: nothing can have been scheduled before
+        Tracked("core")
+    LOG.append("after")
+
+
+def test_a_block_first_fill_then_a_core_entry_and_the_with_line_reports_first():
+    assert "__godefer_first_d__" in block_first_fill.__code__.co_names
+    lines: list[int] = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is block_first_fill.__code__:
+            if event == "line":
+                lines.append(frame.f_lineno - block_first_fill.__code__.co_firstlineno)
+            return tracer
+        return None
+
+    sys.settrace(tracer)
+    try:
+        block_first_fill()
+    finally:
+        sys.settrace(None)
+    assert LOG == ["core", "slot", "after"]
+    assert lines[:2] == [1, 2]  # `with scope():`, then its first statement

@@ -54,6 +54,12 @@ SLOT_FILLS = {
     "errdefer": ("__godefer_fill_e__", "slot_errdefer"),
     "okdefer": ("__godefer_fill_o__", "slot_okdefer"),
 }
+# ... and of a scope's first slot when nothing before it can have scheduled anything.
+FIRST_FILLS = {
+    "defer": ("__godefer_first_d__", "slot_first_defer"),
+    "errdefer": ("__godefer_first_e__", "slot_first_errdefer"),
+    "okdefer": ("__godefer_first_o__", "slot_first_okdefer"),
+}
 OTHER_NAMES = ("scope", "recover", "result", "set_result", "adefer", "ascoped", "ScopeBound")
 
 
@@ -760,6 +766,9 @@ class OpenCoder:
         # A block's coder: the ids of the return/break/continue statements leaving the block.
         self.leaving: set[int] = set()
         self.uses_temp = False  # a slot's callee passes through __godefer_f__ (assigned_slot)
+        self.first_fill = False  # the next fill is the scope's first, before its try (_hoisted)
+        self.head = 0  # a block's statements that go before its init and try
+        self.none_exits: set[int] = set()  # return sites of a lean function returning None
         self.list_slots: dict[int, int] = {}  # id(loop) -> the index of its slot
         self.inline_returns = False  # every return runs the slots where it is (no `finally`)
         self.exits: set[int] = set()  # ids of the return sites' placeholders
@@ -776,9 +785,13 @@ class OpenCoder:
         self.inline_returns = _returns_are_clean(body)
         out: list[ast.stmt] = []
         returned = False  # a `return` at or before this point may skip later slots
+        hoist = self._hoisted(body[len(docstring) :])
+        head = 0  # statements of `out` that go before the init and the try
         for index, stmt in enumerate(body):
             if docstring and index == 0:
                 continue
+            if index - len(docstring) == hoist:
+                self.first_fill = True
             if id(stmt) in self.slot_calls:
                 out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=returned))
             elif self._assigns_slot(stmt):
@@ -789,17 +802,25 @@ class OpenCoder:
                 new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
                 if new is not None:
                     out.extend(new if isinstance(new, list) else [new])
+            if hoist is not None and index - len(docstring) == hoist:
+                head = len(out)
         # One chained assignment: one constant load and pairs of stores the interpreter fuses.
-        locals_ = [self.st, RV, *(f"{self.p}{i}__" for i in range(len(self.slots)))]
+        filled = 1 if head else 0  # a hoisted first slot is assigned before the init
+        result = [] if self._lean() else [RV]
+        locals_ = [self.st, *result, *(f"{self.p}{i}__" for i in range(filled, len(self.slots)))]
         init = " = ".join(locals_) + " = None\n"
-        first = _first_user_line(out) if out else self.line
-        init_stmts = [_at_line(s, first) for s in _parse(init)]
+        # The init carries the line of the statement before it: no line event of its own.
+        first = out[head - 1].lineno if head else (_first_user_line(out) if out else self.line)
+        init_stmts = [*out[:head], *(_at_line(s, first) for s in _parse(init))]
+        out = out[head:]
         if self.inline_returns:
             # Falling off the end is one more return site. The result is still None there: no
             # return stored a value and then failed to leave.
-            out.append(self._sentinel())
+            out.append(self._sentinel(none=True))
             replace = _ReplaceSentinels(self.exits)
-            replace.make = lambda: [_no_location(s) for s in self._on_return()]
+            replace.make = lambda node: [
+                _no_location(s) for s in self._on_return(none=id(node) in self.none_exits)
+            ]
             out = replace.visit_body(out)
             return docstring + self.returning_structure(init_stmts, out)
         has_value_return = any(
@@ -844,19 +865,22 @@ class OpenCoder:
     def block_body(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
         left = False  # a return, break or continue before this point may skip later slots
-        for stmt in body:
+        hoist = self._hoisted(body)
+        for index, stmt in enumerate(body):
+            self.first_fill = index == hoist
             if id(stmt) in self.slot_calls:
                 out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=left))
-                continue
-            if self._assigns_slot(stmt):
+            elif self._assigns_slot(stmt):
                 assert isinstance(stmt, ast.Assign)
                 out.extend(self.assigned_slot(stmt, may_skip=left))
-                continue
-            jumps = (ast.Return, ast.Break, ast.Continue)
-            left = left or any(isinstance(n, jumps) for n in _own_nodes([stmt]))
-            new = self.preparer.visit(stmt)
-            if new is not None:
-                out.extend(new if isinstance(new, list) else [new])
+            else:
+                jumps = (ast.Return, ast.Break, ast.Continue)
+                left = left or any(isinstance(n, jumps) for n in _own_nodes([stmt]))
+                new = self.preparer.visit(stmt)
+                if new is not None:
+                    out.extend(new if isinstance(new, list) else [new])
+            if index == hoist:
+                self.head = len(out)  # these go before the block's init and try
         out.append(self._sentinel())  # falling off the end of the block
         return out
 
@@ -882,8 +906,15 @@ class OpenCoder:
         called = [i for i in range(len(self.slots)) if self.slots[i][0] != "errdefer"]
         if guard_all or not called:
             inline += _parse(f"{self.st} = {OPEN_CORE_DONE}")  # no slot may set it
+        released: set[str] = set()
         for i in reversed(called):
-            step = [*_parse(f"{self.st} = {OPEN_RETURNING + i}"), self._call_slot(i)]
+            call = self._call_slot(i)
+            if isinstance(call, ast.Expr) and len(self.slots[i][1]) == 1:
+                # `slot = slot()`: the call's own store lets go of the callee (what stays is
+                # its return value, usually None, until the block runs again or the frame ends)
+                call = ast.Assign(targets=[_name(f"{self.p}{i}__", ast.Store())], value=call.value)
+                released.add(f"{self.p}{i}__")
+            step = [*_parse(f"{self.st} = {OPEN_RETURNING + i}"), call]
             if guard_all:
                 guard = _parse(f"if {self.p}{i}__ is not None:\n    pass")[0]
                 assert isinstance(guard, ast.If)
@@ -891,7 +922,8 @@ class OpenCoder:
                 step = [guard]
             inline += step
         # A finished block keeps nothing: its locals let go of the calls and their arguments.
-        inline += _parse(" = ".join(self._held_locals()) + " = None") if self.slots else []
+        held = [local for local in self._held_locals() if local not in released]
+        inline += _parse(" = ".join(held) + " = None") if held else []
         # The inline calls in the `else`, which falls through: no jump on the common path.
         exit_ = _parse(
             f"if {self.st} is not None:\n"
@@ -918,10 +950,18 @@ class OpenCoder:
     def block_structure(self, node: ast.With, body: list[ast.stmt]) -> list[ast.stmt]:
         line = node.lineno
         replace = _ReplaceSentinels(self.exits)
-        replace.make = lambda: [_at_line(s, line) for s in self._block_exit()]
+        replace.make = lambda _: [_at_line(s, line) for s in self._block_exit()]
         body = replace.visit_body(body)
-        locals_ = [self.st, *(f"{self.p}{i}__" for i in range(len(self.slots)))]
-        init = _parse(" = ".join(locals_) + " = None")
+        head, body = body[: self.head], body[self.head :]
+        filled = 1 if head else 0  # a hoisted first slot is assigned before the init
+        locals_ = [self.st, *(f"{self.p}{i}__" for i in range(filled, len(self.slots)))]
+        init = [
+            _at_line(s, head[-1].lineno if head else line)
+            for s in _parse(" = ".join(locals_) + " = None")
+        ]
+        if head:  # the `with` line still reports first, as the `with` statement did (a no-op
+            # statement: a NOP, dropped when code before already carries the line)
+            head.insert(0, _at_line(ast.Expr(ast.Constant(None)), line))
         stmt = _parse(
             f"try:\n    pass\nexcept BaseException:\n"
             f"    __godefer_t__, {self.st} = {self.st}, {OPEN_CORE_DONE}\n"
@@ -935,7 +975,37 @@ class OpenCoder:
         unwind.args += self._groups()
         _at_line(stmt, line)
         stmt.body = body
-        return [*(_at_line(s, line) for s in init), stmt]
+        return [*head, *init, stmt]
+
+    def _hoisted(self, body: list[ast.stmt]) -> int | None:
+        """The index of the first statement that fills a slot, when it and everything before
+        it can go before the scope's try: the fill is `defer(f)` (or `x = defer(f)`), and no
+        call, await or yield before it or in `f` could have made the core hold an entry of the
+        scope (a ScopeBound joins the scope of the code that calls its class) or need an exit.
+        If that code raises, nothing is pending. None otherwise."""
+        for index, stmt in enumerate(body):
+            call = self._slot_call_of(stmt)
+            if call is not None:
+                slot = self.slot_calls[id(stmt) if id(stmt) in self.slot_calls else id(call)]
+                plain = slot.role in SLOT_FILLS and slot.loop is None and not slot.decorator
+                if not plain or len(call.args) != 1 or call.keywords:
+                    return None
+                if isinstance(call.args[0], ast.Lambda) or not _runs_nothing([call.args[0]]):
+                    return None
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else []
+                return index if _runs_nothing(targets) else None
+            if isinstance(stmt, _COMPOUND) or not _runs_nothing([stmt]):
+                return None
+        return None
+
+    def _slot_call_of(self, stmt: ast.stmt) -> ast.Call | None:
+        """The defer call of a statement that fills a slot as `defer(f)` or `x = defer(f)`."""
+        if id(stmt) in self.slot_calls and not self.slot_calls[id(stmt)].expression:
+            return self.slot_calls[id(stmt)].call
+        if self._assigns_slot(stmt):
+            assert isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call)
+            return self.slot_calls[id(stmt.value)].call
+        return None
 
     def _assigns_slot(self, stmt: ast.stmt) -> bool:
         """`x = defer(...)` or `x = scoped(...)` whose call has a slot."""
@@ -943,11 +1013,14 @@ class OpenCoder:
 
     # -- returns that run the slots where they are ------------------------------------------
 
-    def _sentinel(self) -> ast.stmt:
-        """A placeholder for a return site's exit code, made once every slot is known."""
+    def _sentinel(self, none: bool = False) -> ast.stmt:
+        """A placeholder for a return site's exit code, made once every slot is known. `none`:
+        the site returns None (a bare return, or falling off the end)."""
         node = _no_location(ast.Pass())
         assert isinstance(node, ast.stmt)
         self.exits.add(id(node))
+        if none and self._lean():
+            self.none_exits.add(id(node))
         return node
 
     def return_site(self, node: ast.Return) -> list[ast.stmt]:
@@ -959,10 +1032,16 @@ class OpenCoder:
             assign = ast.Assign(targets=[_name(RV, ast.Store())], value=value)
             out.append(ast.copy_location(assign, node))
             ast.copy_location(assign.targets[0], node)
-        elif self.valued:
+        elif self.valued and not self._lean():
             none = ast.Assign(targets=[_name(RV, ast.Store())], value=ast.Constant(None))
             out.append(_no_location(none))
-        return [*out, self._sentinel()]
+        return [*out, self._sentinel(none=node.value is None)]
+
+    def _lean(self) -> bool:
+        """A function with no slots of its own (its defers are in open-coded blocks) whose
+        returns run the exit where they are: nothing can set its result on the way out but the
+        core, so the result local is set only by `return x` and the init leaves it out."""
+        return not self.slot_calls and self.inline_returns
 
     def returning_structure(self, init: list[ast.stmt], body: list[ast.stmt]) -> list[ast.stmt]:
         """The exit handler when every return runs the slots where it is:
@@ -1083,7 +1162,13 @@ class OpenCoder:
         core when the core holds entries of the frame (returning None for the slot). Cheaper
         than the test _fill_check writes; a call with arguments keeps that test, since the
         arguments are evaluated after f."""
-        fill = ast.Call(func=_name(SLOT_FILLS[role][0]), args=[_name(self.st), callee], keywords=[])
+        if self.first_fill:  # nothing scheduled yet: no state to pass (see _hoisted)
+            self.first_fill = False
+            fill = ast.Call(func=_name(FIRST_FILLS[role][0]), args=[callee], keywords=[])
+        else:
+            fill = ast.Call(
+                func=_name(SLOT_FILLS[role][0]), args=[_name(self.st), callee], keywords=[]
+            )
         return ast.Assign(targets=[_name(f"{self.p}{i}__", ast.Store())], value=fill)
 
     def _fill_check(self, i: int, callable_for_sure: bool) -> ast.If:
@@ -1122,10 +1207,14 @@ class OpenCoder:
             and not isinstance(slot.call.args[0], ast.Lambda)
         ):
             callee = self.preparer.visit(slot.call.args[0])
-            self.uses_temp = True
             self.slots.append((slot.role, [(f"{self.p}{i}__", callee)]))
             self.call_shapes.append(([], []))
             targets = [self.preparer.visit(t) for t in node.targets]
+            if self.first_fill:  # the core cannot take it: the slot itself holds the callee
+                fill = self._filled(i, slot.role, callee)
+                bind = ast.Assign(targets=targets, value=_name(f"{self.p}{i}__"))
+                return self._locate(node, [fill, bind])
+            self.uses_temp = True
             temp = ast.Assign(targets=[_name("__godefer_f__", ast.Store())], value=callee)
             bind = ast.Assign(targets=targets, value=_name("__godefer_f__"))
             fill = self._filled(i, slot.role, _name("__godefer_f__"))
@@ -1430,7 +1519,7 @@ class OpenCoder:
             return [ast.Return(call)]
         return [ast.Expr(call), ast.Return()]
 
-    def _on_return(self) -> list[ast.stmt]:
+    def _on_return(self, none: bool = False) -> list[ast.stmt]:
         """Returning: call the reached slots inline, last first, each announced in the state
         (OPEN_RETURNING + its index: the core then knows which already ran if one raises, and
         result() / set_result() know the frame is returning); or, when the core holds entries
@@ -1455,13 +1544,14 @@ class OpenCoder:
                 inline += [*announce, self._call_slot(i)]
         if not inline and self.slots:
             inline = _parse(f"{self.st} = {OPEN_RETURNING}")
-        inline += _parse(f"return {RV}" if self.valued else "return")
+        inline += _parse(f"return {RV}" if self.valued and not none else "return")
         normal = _parse(f"if {self.st} is None:\n    pass")[0]
         assert isinstance(normal, ast.If)
         normal.body = inline
         core = _parse(f"if {self.st} == {OPEN_CORE}:\n    {self.st} = {OPEN_CORE_DONE}")[0]
         assert isinstance(core, ast.If)
-        complete = self._core_call("complete_slots", self._result(), ast.Constant(OPEN_CORE))
+        result = ast.Constant(None) if none else self._result()
+        complete = self._core_call("complete_slots", result, ast.Constant(OPEN_CORE))
         core.body += [ast.Return(complete)] if self.valued else [ast.Expr(complete), ast.Return()]
         return [normal, core]
 
@@ -1600,6 +1690,29 @@ def _returns_are_clean(body: list[ast.stmt]) -> bool:
     return clean(body, False)
 
 
+_COMPOUND = (
+    ast.If,
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.Try,
+    ast.TryStar,
+    ast.With,
+    ast.AsyncWith,
+    ast.Match,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Return,
+)
+
+
+def _runs_nothing(nodes: list[ast.AST]) -> bool:
+    """Whether evaluating these nodes calls nothing in the frame (no call, await or yield)."""
+    runs = (ast.Call, ast.Await, ast.Yield, ast.YieldFrom)
+    return not any(isinstance(n, runs) for n in _own_nodes(nodes))  # type: ignore[arg-type]
+
+
 def _leaving_block(body: list[ast.stmt]) -> set[int] | None:
     """The ids of the return, break and continue statements that leave a `with` block with this
     body, or None if one of them is inside a try or with statement in the block (code there
@@ -1635,7 +1748,7 @@ class _ReplaceSentinels(ast.NodeTransformer):
 
     def __init__(self, coder_exits: set[int]) -> None:
         self.exits = coder_exits
-        self.make: Callable[[], list[ast.stmt]] | None = None
+        self.make: Callable[[ast.AST], list[ast.stmt]] | None = None
 
     def visit_body(self, body: list[ast.stmt]) -> list[ast.stmt]:
         module = ast.Module(body=body, type_ignores=[])
@@ -1644,7 +1757,7 @@ class _ReplaceSentinels(ast.NodeTransformer):
     def generic_visit(self, node: ast.AST) -> ast.AST | list[ast.stmt]:
         if id(node) in self.exits:
             assert self.make is not None
-            return self.make()
+            return self.make(node)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             return node  # a nested scope has its own return sites
         return super().generic_visit(node)
@@ -1719,7 +1832,9 @@ def _first_user_line(body: list[ast.stmt]) -> int:
 def _runtime_import(line: int) -> list[ast.stmt]:
     """`import godefer._rt as __godefer_rt__` plus marking the module's code prepared, carrying
     the line of the statement they precede (so no line event of their own)."""
-    fills = ", ".join(f"{attr} as {name}" for name, attr in SLOT_FILLS.values())
+    fills = ", ".join(
+        f"{attr} as {name}" for name, attr in [*SLOT_FILLS.values(), *FIRST_FILLS.values()]
+    )
     stmts = ast.parse(
         f"import godefer._rt as {RT}\nfrom godefer._rt import {fills}\n{RT}.mark_running_module()"
     ).body

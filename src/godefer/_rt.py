@@ -11,7 +11,7 @@ import sys
 from types import CodeType
 
 from godefer import _core
-from godefer._prepare import RT, SLOT_FILLS
+from godefer._prepare import FIRST_FILLS, RT, SLOT_FILLS
 
 defer = _core._prepared_defer
 errdefer = _core._prepared_errdefer
@@ -31,6 +31,9 @@ list_first_call = _core._prepared_list_first_call
 slot_defer = _core._prepared_slot_defer
 slot_errdefer = _core._prepared_slot_errdefer
 slot_okdefer = _core._prepared_slot_okdefer
+slot_first_defer = _core._prepared_slot_first_defer
+slot_first_errdefer = _core._prepared_slot_first_errdefer
+slot_first_okdefer = _core._prepared_slot_first_okdefer
 RERAISE = _core.RERAISE
 
 _MARKERS = ("__godefer_st__", "__godefer_exc__")
@@ -45,7 +48,7 @@ def install(namespace: dict) -> None:
     """Bind the globals prepared code reads in a module namespace that did not run the import
     statement preparation inserts (in-place preparation, @scope)."""
     namespace.setdefault(RT, sys.modules[__name__])
-    for name, attr in SLOT_FILLS.values():
+    for name, attr in [*SLOT_FILLS.values(), *FIRST_FILLS.values()]:
         namespace.setdefault(name, globals()[attr])
 
 

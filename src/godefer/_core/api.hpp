@@ -40,6 +40,11 @@ PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_s
 template <Kind K>
 PyObject* prepared_slot_fill(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
+// The fill of a scope's first slot when nothing before it can have scheduled anything (so the
+// core holds no entries of the scope): fn, checked callable.
+template <Kind K>
+PyObject* prepared_slot_first(PyObject* module, PyObject* fn);
+
 extern PyModuleDef module_def;
 
 }  // namespace godefer

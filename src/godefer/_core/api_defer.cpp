@@ -125,6 +125,18 @@ PyObject* prepared_slot_fill(PyObject* module, PyObject* const* args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
+template <Kind K>
+PyObject* prepared_slot_first(PyObject* /*module*/, PyObject* fn) {
+    if (require_callable(fn, K) < 0) {
+        return nullptr;
+    }
+    return Py_NewRef(fn);
+}
+
+template PyObject* prepared_slot_first<Kind::always>(PyObject*, PyObject*);
+template PyObject* prepared_slot_first<Kind::on_error>(PyObject*, PyObject*);
+template PyObject* prepared_slot_first<Kind::on_success>(PyObject*, PyObject*);
+
 template PyObject* prepared_slot_fill<Kind::always>(PyObject*, PyObject* const*, Py_ssize_t);
 template PyObject* prepared_slot_fill<Kind::on_error>(PyObject*, PyObject* const*, Py_ssize_t);
 template PyObject* prepared_slot_fill<Kind::on_success>(PyObject*, PyObject* const*, Py_ssize_t);
