@@ -151,6 +151,27 @@ def s_with_scope_loop(x):
     return x
 
 
+def s_block_recover(x):
+    with scope():
+        defer(sink, x)
+        defer(_recovers)
+        raise Boom(x)
+    return x
+
+
+def s_block_scopebound(x):
+    with scope():
+        defer(sink, x)
+        Res(x)
+    return x
+
+
+def s_block_raise(x):
+    with scope():
+        errdefer(sink, x)
+        raise Boom(x)
+
+
 def _gen(x):
     defer(sink, x)
     yield x
@@ -237,6 +258,9 @@ SCENARIOS = {
     "ScopeBound": (None, 1),
     "with scope()": (None, 1),
     "with scope() in a loop": (None, 3),
+    "with scope() + recover()": (None, 2),
+    "with scope() + ScopeBound": (None, 2),
+    "with scope() + exception": ("Boom", 1),
     "generator exhausted": (None, 1),
     "generator closed early": (None, 1),
     "defer in a loop": (None, 3),
@@ -261,6 +285,9 @@ FUNCS = {
     "ScopeBound": "s_scopebound",
     "with scope()": "s_with_scope",
     "with scope() in a loop": "s_with_scope_loop",
+    "with scope() + recover()": "s_block_recover",
+    "with scope() + ScopeBound": "s_block_scopebound",
+    "with scope() + exception": "s_block_raise",
     "generator exhausted": "s_generator_exhausted",
     "generator closed early": "s_generator_abandoned",
     "defer in a loop": "s_loop",
