@@ -782,28 +782,10 @@ class OpenCoder:
 
     def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
-        self.inline_returns = _returns_are_clean(body)
-        out: list[ast.stmt] = []
-        returned = False  # a `return` at or before this point may skip later slots
-        hoist = self._hoisted(body[len(docstring) :])
-        head = 0  # statements of `out` that go before the init and the try
-        for index, stmt in enumerate(body):
-            if docstring and index == 0:
-                continue
-            if index - len(docstring) == hoist:
-                self.first_fill = True
-            if id(stmt) in self.slot_calls:
-                out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=returned))
-            elif self._assigns_slot(stmt):
-                assert isinstance(stmt, ast.Assign)
-                out.extend(self.assigned_slot(stmt, may_skip=returned))
-            else:
-                returned = returned or any(isinstance(n, ast.Return) for n in _own_nodes([stmt]))
-                new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
-                if new is not None:
-                    out.extend(new if isinstance(new, list) else [new])
-            if hoist is not None and index - len(docstring) == hoist:
-                head = len(out)
+        # No return inside a try or with statement (where code still runs after it): each return
+        # can run the exit where it stands.
+        self.inline_returns = _leaving_block(body) is not None
+        out, head = self._emit(body[len(docstring) :], (ast.Return,))
         # One chained assignment: one constant load and pairs of stores the interpreter fuses.
         filled = 1 if head else 0  # a hoisted first slot is assigned before the init
         result = [] if self._lean() else [RV]
@@ -863,9 +845,20 @@ class OpenCoder:
         return coder.block_structure(node, body)
 
     def block_body(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out, self.head = self._emit(body, (ast.Return, ast.Break, ast.Continue))
+        out.append(self._sentinel())  # falling off the end of the block
+        return out
+
+    def _emit(
+        self, body: list[ast.stmt], jumps: tuple[type[ast.stmt], ...]
+    ) -> tuple[list[ast.stmt], int]:
+        """The scope's statements with their slots filled, and how many of them go before the
+        init and the try (_hoisted). A `jumps` statement (leaving the scope) before a slot's
+        statement means the slot may be unreached."""
         out: list[ast.stmt] = []
-        left = False  # a return, break or continue before this point may skip later slots
+        left = False
         hoist = self._hoisted(body)
+        head = 0
         for index, stmt in enumerate(body):
             self.first_fill = index == hoist
             if id(stmt) in self.slot_calls:
@@ -874,15 +867,13 @@ class OpenCoder:
                 assert isinstance(stmt, ast.Assign)
                 out.extend(self.assigned_slot(stmt, may_skip=left))
             else:
-                jumps = (ast.Return, ast.Break, ast.Continue)
                 left = left or any(isinstance(n, jumps) for n in _own_nodes([stmt]))
-                new = self.preparer.visit(stmt)
+                new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
                 if new is not None:
                     out.extend(new if isinstance(new, list) else [new])
             if index == hoist:
-                self.head = len(out)  # these go before the block's init and try
-        out.append(self._sentinel())  # falling off the end of the block
-        return out
+                head = len(out)
+        return out, head
 
     def block_exit_site(self, node: ast.Return | ast.Break | ast.Continue) -> list[ast.stmt]:
         """A return, break or continue leaving the block: its value first, then the block's
@@ -1669,27 +1660,6 @@ def _own_nodes(body: list[ast.stmt]) -> Iterable[ast.AST]:
         stack.extend(ast.iter_child_nodes(node))
 
 
-def _returns_are_clean(body: list[ast.stmt]) -> bool:
-    """Whether no `return` of this function body is inside a try or a with statement, where code
-    (a `finally`, an `except`, an `__exit__`) can still run after it."""
-
-    def clean(stmts: list[ast.stmt], guarded: bool) -> bool:
-        for stmt in stmts:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            if isinstance(stmt, ast.Return) and guarded:
-                return False
-            inner = guarded or isinstance(stmt, (ast.Try, ast.TryStar, ast.With, ast.AsyncWith))
-            parts = [getattr(stmt, f, []) for f in ("body", "orelse", "finalbody")]
-            parts += [h.body for h in getattr(stmt, "handlers", [])]
-            parts += [c.body for c in getattr(stmt, "cases", [])]
-            if not all(clean(part, inner) for part in parts):
-                return False
-        return True
-
-    return clean(body, False)
-
-
 _COMPOUND = (
     ast.If,
     ast.For,
@@ -1714,9 +1684,10 @@ def _runs_nothing(nodes: list[ast.AST]) -> bool:
 
 
 def _leaving_block(body: list[ast.stmt]) -> set[int] | None:
-    """The ids of the return, break and continue statements that leave a `with` block with this
-    body, or None if one of them is inside a try or with statement in the block (code there
-    still runs after it, before the block's exit)."""
+    """The ids of the return, break and continue statements that leave a scope with this body
+    (a `with` block's, or a function's, where only returns can), or None if one of them is
+    inside a try or with statement in it (code there still runs after it, before the scope's
+    exit)."""
     leaving: set[int] = set()
 
     def walk(stmts: list[ast.stmt], guarded: bool, in_loop: bool) -> bool:
