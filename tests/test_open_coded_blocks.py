@@ -206,3 +206,60 @@ def test_a_finished_block_holds_no_reference_to_its_calls():
     # The same count as in a call that defers nothing: the block's locals let go of the call.
     assert holds_nothing_after(arg) == refcount_in_a_call(arg)
     assert LOG == ["plain"]
+
+
+def generator_with_block():
+    for i in range(3):
+        with scope():
+            defer(note(("closed", i)))
+            yield i
+        LOG.append(("after", i))
+
+
+def test_a_generator_closed_inside_an_open_coded_block_runs_the_blocks_calls():
+    assert open_blocks(generator_with_block) == 1
+    gen = generator_with_block()
+    assert next(gen) == 0
+    assert next(gen) == 1
+    gen.close()
+    assert LOG == [("closed", 0), ("after", 0), ("closed", 1)]
+
+
+async def coroutine_with_block(event):
+    with scope():
+        defer(note("block exit"))
+        LOG.append("waiting")
+        await event.wait()
+    LOG.append("not reached")
+
+
+def test_a_cancelled_coroutine_runs_its_open_coded_blocks_calls():
+    import asyncio
+
+    assert open_blocks(coroutine_with_block) == 1
+
+    async def main():
+        event = asyncio.Event()
+        task = asyncio.ensure_future(coroutine_with_block(event))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert LOG == ["waiting", "block exit"]
+
+
+def block_in_except_clause_returning():
+    try:
+        raise KeyError("handled")
+    except KeyError:
+        with scope():
+            defer(lambda: LOG.append(("sees", repr(sys.exception()))))
+            return "from the block"
+
+
+def test_a_return_from_a_block_in_an_except_clause_sees_the_handled_exception():
+    assert open_blocks(block_in_except_clause_returning) == 1
+    assert block_in_except_clause_returning() == "from the block"
+    assert LOG == [("sees", repr(KeyError("handled")))]
