@@ -262,4 +262,4 @@ def block_in_except_clause_returning():
 def test_a_return_from_a_block_in_an_except_clause_sees_the_handled_exception():
     assert open_blocks(block_in_except_clause_returning) == 1
     assert block_in_except_clause_returning() == "from the block"
-    assert LOG == [("sees", repr(KeyError("handled")))]
+    assert [("sees", repr(KeyError("handled")))] == LOG
