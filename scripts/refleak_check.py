@@ -172,6 +172,13 @@ def s_block_raise(x):
         raise Boom(x)
 
 
+def s_scoped_loop(x):
+    for _ in range(2):
+        scoped(CM(x))
+        scoped(Closable(x))
+    return x
+
+
 def _gen(x):
     defer(sink, x)
     yield x
@@ -258,6 +265,7 @@ SCENARIOS = {
     "ScopeBound": (None, 1),
     "with scope()": (None, 1),
     "with scope() in a loop": (None, 3),
+    "scoped() in a loop": (None, 4),
     "with scope() + recover()": (None, 2),
     "with scope() + ScopeBound": (None, 2),
     "with scope() + exception": ("Boom", 1),
@@ -285,6 +293,7 @@ FUNCS = {
     "ScopeBound": "s_scopebound",
     "with scope()": "s_with_scope",
     "with scope() in a loop": "s_with_scope_loop",
+    "scoped() in a loop": "s_scoped_loop",
     "with scope() + recover()": "s_block_recover",
     "with scope() + ScopeBound": "s_block_scopebound",
     "with scope() + exception": "s_block_raise",

@@ -33,7 +33,8 @@ def open_coded(fn: Callable) -> bool:
 
 def list_slot(fn: Callable) -> bool:
     """Whether `fn` keeps a loop's defers in a DeferList slot."""
-    return open_coded(fn) and any(n.startswith("list_first") for n in fn.__code__.co_names)
+    names = fn.__code__.co_names
+    return open_coded(fn) and any(n.startswith(("list_first", "list_scoped")) for n in names)
 
 
 class Tracked(ScopeBound):

@@ -14,7 +14,7 @@ import traceback
 
 import pytest
 
-from godefer import defer, errdefer, okdefer, recover, result, set_result
+from godefer import defer, errdefer, okdefer, recover, result, scoped, set_result
 from slot_log import (
     LOG,
     Tracked,
@@ -181,3 +181,85 @@ def test_a_generator_closed_early_runs_its_loop_entries():
     assert next(gen) == 0 and next(gen) == 1
     gen.close()
     assert LOG == [1, 0]
+
+
+# --- scoped() in a loop --------------------------------------------------------------------------
+
+
+class Managed:
+    def __init__(self, tag, suppress=False):
+        self.tag, self.suppress = tag, suppress
+
+    def __enter__(self):
+        LOG.append(("enter", self.tag))
+        return f"value {self.tag}"
+
+    def __exit__(self, exc_type, exc, tb):
+        LOG.append(("exit", self.tag, exc_type.__name__ if exc_type else None))
+        return self.suppress
+
+
+class Closable:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def close(self):
+        LOG.append(("close", self.tag))
+
+
+def scoped_in_a_loop(n, fail=False, suppress_at=None):
+    values = []
+    defer(note("before the loop"))
+    for i in range(n):
+        value = scoped(Managed(i, suppress=i == suppress_at))
+        values.append(value)
+        scoped(Closable(i))
+    if fail:
+        raise ValueError("body")
+    return values
+
+
+def test_scoped_in_a_loop_keeps_its_exits_in_the_loops_list():
+    assert list_slot(scoped_in_a_loop)
+    assert scoped_in_a_loop(2) == ["value 0", "value 1"]
+    assert LOG == [
+        ("enter", 0),
+        ("enter", 1),
+        ("close", 1),
+        ("exit", 1, None),
+        ("close", 0),
+        ("exit", 0, None),
+        "before the loop",
+    ]
+
+
+def test_scoped_in_a_loop_exits_with_the_exception_and_may_suppress_it():
+    with pytest.raises(ValueError):
+        scoped_in_a_loop(2, fail=True)
+    assert LOG[-5:] == [
+        ("close", 1),
+        ("exit", 1, "ValueError"),
+        ("close", 0),
+        ("exit", 0, "ValueError"),
+        "before the loop",
+    ]
+    LOG.clear()
+    assert scoped_in_a_loop(2, fail=True, suppress_at=1) is None  # stopped, as `with` would
+    assert LOG[2:] == [
+        ("close", 1),
+        ("exit", 1, "ValueError"),
+        ("close", 0),
+        ("exit", 0, None),
+        "before the loop",
+    ]
+
+
+def scoped_in_a_loop_after_core_entry():
+    Tracked("core")
+    for i in range(2):
+        scoped(Closable(i))
+
+
+def test_scoped_in_a_loop_after_a_core_entry_joins_the_core():
+    scoped_in_a_loop_after_core_entry()
+    assert LOG == [("close", 1), ("close", 0), "core"]

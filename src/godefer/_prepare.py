@@ -352,15 +352,14 @@ class Preparer(ast.NodeTransformer):
         self, stmt: ast.stmt, loop: ast.stmt | None, shadowed: frozenset[str]
     ) -> tuple[int, SlotCall, int] | None:
         """The slot `stmt` fills, as (key, slot call, id of the expression naming defer & co.),
-        or None. In a loop only the statement form has one (the loop's list)."""
+        or None. In a loop only the statement form and `[x =] scoped(obj)` have one (the
+        loop's list)."""
         entered = self._scoped_slot_call(stmt, shadowed)
-        if entered is not None and loop is None:
+        if entered is not None:
             key, call = entered
-            return (
-                key,
-                SlotCall("scoped", call, loop=None, expression=key == id(call)),
-                id(call.func),
-            )
+            in_loop = None if loop is None else id(loop)
+            scoped = SlotCall("scoped", call, loop=in_loop, expression=key == id(call))
+            return key, scoped, id(call.func)
         decorated = self._decorated_slot(stmt, shadowed)
         if decorated is not None and loop is None:
             assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
@@ -1055,6 +1054,8 @@ class OpenCoder:
 
     def slot(self, stmt: ast.stmt, slot: SlotCall, may_skip: bool) -> list[ast.stmt]:
         self.preparer.prepared_any = True
+        if slot.role == "scoped" and slot.loop is not None:
+            return self._entered_in_loop(stmt, slot, None)
         if slot.role == "scoped":
             self.may_skip.append(may_skip)
             return self._entered(stmt, slot.call, None)
@@ -1065,12 +1066,60 @@ class OpenCoder:
         if slot.loop is None:
             self.may_skip.append(may_skip)
             return self._single_slot(stmt, slot.role, slot.call)
-        if slot.loop not in self.list_slots:
-            self.list_slots[slot.loop] = len(self.slots)
+        return self._list_entry(stmt, slot.role, slot.call, self._list_slot(slot.loop))
+
+    def _list_slot(self, loop: int) -> int:
+        """The index of the slot holding the list of the loop `loop` (an id), made if new."""
+        if loop not in self.list_slots:
+            self.list_slots[loop] = len(self.slots)
             self.slots.append(("list", []))
             self.call_shapes.append(([], []))
             self.may_skip.append(True)
-        return self._list_entry(stmt, slot.role, slot.call, self.list_slots[slot.loop])
+        return self.list_slots[loop]
+
+    def _entered_in_loop(
+        self, stmt: ast.stmt, slot: SlotCall, targets: list[ast.expr] | None
+    ) -> list[ast.stmt]:
+        """`[x =] scoped(obj)` in a loop: the core enters obj and appends its exit to the loop's
+        list (made by the first one), returning the list and the value:
+
+            if __godefer_st__ is not None:                        # the core holds entries
+                x = __godefer_rt__.scoped(obj)
+            else:
+                __godefer_i__, x = __godefer_rt__.list_scoped(__godefer_i__, obj)
+        """
+        assert slot.loop is not None
+        i = self._list_slot(slot.loop)
+        obj = self.preparer.visit(slot.call.args[0])
+        stmts = ast.parse(
+            f"if {self.st} is not None:\n"
+            f"    __godefer_v__ = {RT}.scoped(None)\n"
+            f"else:\n"
+            f"    {self.p}{i}__, __godefer_v__ = {RT}.list_scoped({self.p}{i}__, None)\n"
+        ).body
+        branch = stmts[0]
+        assert isinstance(branch, ast.If)
+        core, fill = branch.body[0], branch.orelse[0]
+        assert isinstance(core, ast.Assign) and isinstance(fill, ast.Assign)
+        assert isinstance(core.value, ast.Call) and isinstance(fill.value, ast.Call)
+        core.value.args = [copy.deepcopy(obj)]
+        fill.value.args[1] = obj
+        self._bind(stmts, core, fill, targets)
+        return self._locate(stmt, stmts)
+
+    @staticmethod
+    def _bind(
+        stmts: list[ast.stmt], core: ast.Assign, fill: ast.Assign, targets: list[ast.expr] | None
+    ) -> None:
+        """Binds what scoped() returned, in both branches, to `targets` (one target directly;
+        several through __godefer_v__)."""
+        if targets is not None and len(targets) == 1:
+            core.targets = [copy.deepcopy(targets[0])]
+            unpack = fill.targets[0]
+            assert isinstance(unpack, ast.Tuple)
+            unpack.elts[-1] = targets[0]
+        elif targets:
+            stmts.append(ast.Assign(targets=targets, value=_name("__godefer_v__")))
 
     def _evaluate(
         self, call: ast.Call, callee_local: str, prefix: str
@@ -1188,6 +1237,9 @@ class OpenCoder:
         assert isinstance(node.value, ast.Call)
         slot = self.slot_calls[id(node.value)]
         self.preparer.prepared_any = True
+        if slot.role == "scoped" and slot.loop is not None:
+            targets = [self.preparer.visit(t) for t in node.targets]
+            return self._entered_in_loop(node, slot, targets)
         self.may_skip.append(may_skip)
         if slot.role == "scoped":
             return self._entered(node, slot.call, node.targets)
@@ -1252,13 +1304,7 @@ class OpenCoder:
         assert isinstance(core, ast.Assign) and isinstance(fill, ast.Assign)
         assert isinstance(core.value, ast.Call) and isinstance(fill.value, ast.Call)
         core.value.args, fill.value.args = [copy.deepcopy(obj)], [obj]
-        if targets is not None and len(targets) == 1:
-            core.targets = [copy.deepcopy(targets[0])]
-            unpack = fill.targets[0]
-            assert isinstance(unpack, ast.Tuple)
-            unpack.elts[2] = targets[0]
-        elif targets:
-            stmts.append(ast.Assign(targets=targets, value=_name("__godefer_v__")))
+        self._bind(stmts, core, fill, targets)
         return self._locate(stmt, stmts)
 
     def expression_slot(self, call: ast.Call, slot: SlotCall) -> ast.expr:

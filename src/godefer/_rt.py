@@ -28,6 +28,7 @@ block_unwind = _core._prepared_block_unwind
 block_complete = _core._prepared_block_complete
 list_first = _core._prepared_list_first
 list_first_call = _core._prepared_list_first_call
+list_scoped = _core._prepared_list_scoped
 slot_defer = _core._prepared_slot_defer
 slot_errdefer = _core._prepared_slot_errdefer
 slot_okdefer = _core._prepared_slot_okdefer

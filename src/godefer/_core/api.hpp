@@ -34,6 +34,9 @@ PyObject* ascoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_list_first(PyObject* module, PyObject* fn);
 PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs,
                                    PyObject* kwnames);
+// scoped(obj) in a loop of an open-coded function, (list or None, obj): enters obj, appends its
+// exit to the loop's DeferList (made if None) and returns (list, value).
+PyObject* prepared_list_scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
 // A slot's fill in an open-coded frame, (state, fn): fn, checked callable, when the slot may keep
 // it (state None); else the call goes to the core and None comes back.

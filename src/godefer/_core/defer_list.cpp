@@ -7,6 +7,7 @@
 #include "defer_list.hpp"
 
 #include "api.hpp"
+#include "compat.hpp"
 #include "module_state.hpp"
 #include "schedule.hpp"
 
@@ -125,6 +126,38 @@ PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_s
     return list.release();
 }
 
+PyObject* prepared_list_scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 2 || (args[0] != Py_None && !PyList_Check(args[0]))) {
+        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_list_scoped(list or None, obj)");
+        return nullptr;
+    }
+    Ref entered = Ref::steal(prepared_scoped_slot(module, args[1]));
+    if (!entered) {
+        return nullptr;
+    }
+    PyObject* exit = PyTuple_GET_ITEM(entered.get(), 0);
+    // The kind (Kind::exit_cm or Kind::always for close()) is the whole header of an entry with
+    // no arguments.
+    PyObject* header = PyTuple_GET_ITEM(entered.get(), 1);
+    Ref list = args[0] != Py_None ? Ref::borrow(args[0]) : Ref::steal(new_defer_list(module));
+    const Py_ssize_t size = list ? PyList_GET_SIZE(list.get()) : 0;
+    if (!list || PyList_Append(list.get(), exit) < 0 || PyList_Append(list.get(), header) < 0) {
+        if (list) {
+            static_cast<void>(
+                PyList_SetSlice(list.get(), size, PyList_GET_SIZE(list.get()), nullptr));
+        }
+        // Entered but not scheduled (no memory): exit now rather than never.
+        Ref exc = compat::fetch_exception();
+        const bool cm = PyLong_AsLong(header) == static_cast<long>(Kind::exit_cm);
+        Ref ignored =
+            Ref::steal(cm ? PyObject_CallFunctionObjArgs(exit, Py_None, Py_None, Py_None, nullptr)
+                          : PyObject_CallNoArgs(exit));
+        compat::restore_exception(std::move(exc));
+        return nullptr;
+    }
+    return PyTuple_Pack(2, list.get(), PyTuple_GET_ITEM(entered.get(), 2));
+}
+
 bool list_entry_before(PyObject* list, Py_ssize_t end, ListEntry& out) {
     PyObject** items = reinterpret_cast<PyListObject*>(list)->ob_item;
     PyObject* last = end > 0 ? items[end - 1] : nullptr;
@@ -139,7 +172,7 @@ bool list_entry_before(PyObject* list, Py_ssize_t end, ListEntry& out) {
     const bool has_kwargs = (header & header_kwargs_bit) != 0;
     const Py_ssize_t start = end - 2 - count - (has_kwargs ? 1 : 0);
     if (last == nullptr || PyErr_Occurred() != nullptr || start < 0 ||
-        (header & header_kind_mask) > static_cast<unsigned long>(Kind::on_success)) {
+        (header & header_kind_mask) > static_cast<unsigned long>(Kind::exit_cm)) {
         PyErr_SetString(PyExc_SystemError, "godefer: malformed DeferList");
         return false;
     }

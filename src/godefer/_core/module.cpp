@@ -100,6 +100,8 @@ PyMethodDef module_methods[] = {
     {"_prepared_list_first_call", fastcall(prepared_list_first_call), METH_FASTCALL | METH_KEYWORDS,
      "A loop's first deferred call of another shape: a new DeferList holding "
      "(kind, fn, args, kwargs)."},
+    {"_prepared_list_scoped", fastcall(prepared_list_scoped), METH_FASTCALL,
+     "scoped(obj) in a loop of an open-coded function: (list or None, obj) -> (list, value)."},
     {"_prepared_run_list", prepared_run_list, METH_O,
      "Run a loop's list slot of an open-coded frame on return, last entry first."},
     {"_prepared_slot_defer", fastcall(prepared_slot_fill<Kind::always>), METH_FASTCALL,

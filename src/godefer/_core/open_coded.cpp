@@ -415,8 +415,14 @@ PyObject* prepared_run_list(PyObject* /*module*/, PyObject* list) {
         if (entry.kind == Kind::on_error) {
             continue;  // returning: nothing in flight
         }
-        Ref res = Ref::steal(args ? PyObject_Call(fn.get(), args.get(), kwargs.get())
+        Ref res;
+        if (entry.kind == Kind::exit_cm) {  // scoped(cm) in the loop: __exit__ with no exception
+            res = Ref::steal(
+                PyObject_CallFunctionObjArgs(fn.get(), Py_None, Py_None, Py_None, nullptr));
+        } else {
+            res = Ref::steal(args ? PyObject_Call(fn.get(), args.get(), kwargs.get())
                                   : PyObject_CallNoArgs(fn.get()));
+        }
         if (!res) {
             // Deleting the tail (entries already replaced by None) cannot fail.
             static_cast<void>(PyList_SetSlice(list, end, PyList_GET_SIZE(list), nullptr));
