@@ -1090,36 +1090,34 @@ class OpenCoder:
         """
         assert slot.loop is not None
         i = self._list_slot(slot.loop)
-        obj = self.preparer.visit(slot.call.args[0])
+        fill = f"{self.p}{i}__, __godefer_v__ = {RT}.list_scoped({self.p}{i}__, None)"
+        return self._scoped_fill(stmt, slot.call, targets, fill)
+
+    def _scoped_fill(
+        self, stmt: ast.stmt, call: ast.Call, targets: list[ast.expr] | None, fill: str
+    ) -> list[ast.stmt]:
+        """`if <state> is not None: v = scoped(obj)` (the core holds entries: it takes this one
+        too) `else: <fill>`, a call into the core whose last argument is obj; then `targets`
+        get the value."""
+        obj = self.preparer.visit(call.args[0])
         stmts = ast.parse(
-            f"if {self.st} is not None:\n"
-            f"    __godefer_v__ = {RT}.scoped(None)\n"
-            f"else:\n"
-            f"    {self.p}{i}__, __godefer_v__ = {RT}.list_scoped({self.p}{i}__, None)\n"
+            f"if {self.st} is not None:\n    __godefer_v__ = {RT}.scoped(None)\nelse:\n    {fill}\n"
         ).body
         branch = stmts[0]
         assert isinstance(branch, ast.If)
-        core, fill = branch.body[0], branch.orelse[0]
-        assert isinstance(core, ast.Assign) and isinstance(fill, ast.Assign)
-        assert isinstance(core.value, ast.Call) and isinstance(fill.value, ast.Call)
+        core, filled = branch.body[0], branch.orelse[0]
+        assert isinstance(core, ast.Assign) and isinstance(filled, ast.Assign)
+        assert isinstance(core.value, ast.Call) and isinstance(filled.value, ast.Call)
         core.value.args = [copy.deepcopy(obj)]
-        fill.value.args[1] = obj
-        self._bind(stmts, core, fill, targets)
-        return self._locate(stmt, stmts)
-
-    @staticmethod
-    def _bind(
-        stmts: list[ast.stmt], core: ast.Assign, fill: ast.Assign, targets: list[ast.expr] | None
-    ) -> None:
-        """Binds what scoped() returned, in both branches, to `targets` (one target directly;
-        several through __godefer_v__)."""
+        filled.value.args[-1] = obj
         if targets is not None and len(targets) == 1:
             core.targets = [copy.deepcopy(targets[0])]
-            unpack = fill.targets[0]
+            unpack = filled.targets[0]
             assert isinstance(unpack, ast.Tuple)
             unpack.elts[-1] = targets[0]
         elif targets:
             stmts.append(ast.Assign(targets=targets, value=_name("__godefer_v__")))
+        return self._locate(stmt, stmts)
 
     def _evaluate(
         self, call: ast.Call, callee_local: str, prefix: str
@@ -1291,21 +1289,8 @@ class OpenCoder:
         i = len(self.slots)
         self.slots.append(("scoped", [(f"{self.p}{i}__", call)]))
         self.call_shapes.append(([], []))
-        obj = self.preparer.visit(call.args[0])
-        stmts = ast.parse(
-            f"if {self.st} is not None:\n"
-            f"    __godefer_v__ = {RT}.scoped(None)\n"
-            f"else:\n"
-            f"    {self.p}{i}__, {self.p}{i}_k__, __godefer_v__ = {RT}.scoped_slot(None)\n"
-        ).body
-        branch = stmts[0]
-        assert isinstance(branch, ast.If)
-        core, fill = branch.body[0], branch.orelse[0]
-        assert isinstance(core, ast.Assign) and isinstance(fill, ast.Assign)
-        assert isinstance(core.value, ast.Call) and isinstance(fill.value, ast.Call)
-        core.value.args, fill.value.args = [copy.deepcopy(obj)], [obj]
-        self._bind(stmts, core, fill, targets)
-        return self._locate(stmt, stmts)
+        fill = f"{self.p}{i}__, {self.p}{i}_k__, __godefer_v__ = {RT}.scoped_slot(None)"
+        return self._scoped_fill(stmt, call, targets, fill)
 
     def expression_slot(self, call: ast.Call, slot: SlotCall) -> ast.expr:
         """A defer used as an expression fills a slot as the statement form does, in one
