@@ -263,3 +263,19 @@ def test_a_return_from_a_block_in_an_except_clause_sees_the_handled_exception():
     assert open_blocks(block_in_except_clause_returning) == 1
     assert block_in_except_clause_returning() == "from the block"
     assert [("sees", repr(KeyError("handled")))] == LOG
+
+
+def block_preparation_cannot_see_inside_an_open_coded_block():
+    with scope():
+        defer(note("outer slot"))
+        inner = scope()
+        with inner:  # not `with scope():`, so preparation leaves it to the core
+            Tracked("inner core")
+            LOG.append("in inner")
+        LOG.append("after inner")
+
+
+def test_a_core_block_inside_an_open_coded_block_keeps_its_own_entries():
+    assert open_blocks(block_preparation_cannot_see_inside_an_open_coded_block) == 1
+    block_preparation_cannot_see_inside_an_open_coded_block()
+    assert LOG == ["in inner", "inner core", "after inner", "outer slot"]

@@ -1,6 +1,7 @@
 // scope() blocks and scoped(obj).
 #include "api.hpp"
 #include "module_state.hpp"
+#include "open_coded.hpp"
 #include "schedule.hpp"
 #include "unwind.hpp"
 
@@ -149,6 +150,11 @@ PyObject* block_enter(PyObject* self, PyObject* /*unused*/) {
     ModuleState* st = state_from_type(Py_TYPE(self));
     Scope* scope = calling_scope(st, "scope", false);
     if (scope == nullptr) {
+        return nullptr;
+    }
+    // Opened inside an open-coded block (a scope() preparation did not see as one): that block
+    // now keeps its part of the record under this one's, so each exit finds its own mark on top.
+    if (scope->open_coded && join_open_block(const_cast<void*>(scope->key), scope) < 0) {
         return nullptr;
     }
     scope->marks.push_back(scope->size());
