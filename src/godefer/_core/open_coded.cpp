@@ -178,14 +178,27 @@ Py_ssize_t ran_from(long state, long band) {
     return state >= band && state < band + open_state_span ? state - band : PY_SSIZE_T_MAX;
 }
 
+// What an entry point called from a prepared exception handler needs: the calling frame and the
+// exception being handled. False (SystemError set) when called anywhere else, or with fewer
+// than `min_args` arguments.
+bool in_handler(const char* who, Py_ssize_t nargs, Py_ssize_t min_args, _PyInterpreterFrame*& frame,
+                Ref& exc) {
+    frame = compat::block_frame(PyThreadState_Get());
+    exc = Ref::steal(PyErr_GetHandledException());
+    if (frame == nullptr || nargs < min_args || !exc || exc.get() == Py_None) {
+        PyErr_Format(PyExc_SystemError, "godefer: %s() outside its handler", who);
+        return false;
+    }
+    return true;
+}
+
 }  // namespace
 
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     ModuleState* st = module_state(module);
-    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    Ref exc = Ref::steal(PyErr_GetHandledException());
-    if (frame == nullptr || nargs < 2 || !exc || exc.get() == Py_None) {
-        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_unwind_slots() outside its handler");
+    _PyInterpreterFrame* frame = nullptr;
+    Ref exc;
+    if (!in_handler("_prepared_unwind_slots", nargs, 2, frame, exc)) {
         return nullptr;
     }
     const long state = state_value(args[1]);
@@ -346,10 +359,9 @@ int join_open_block(void* frame_ptr, Scope* scope) {
 
 PyObject* prepared_block_unwind(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     ModuleState* st = module_state(module);
-    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    Ref exc = Ref::steal(PyErr_GetHandledException());
-    if (frame == nullptr || nargs < 1 || !exc || exc.get() == Py_None) {
-        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_block_unwind() outside its handler");
+    _PyInterpreterFrame* frame = nullptr;
+    Ref exc;
+    if (!in_handler("_prepared_block_unwind", nargs, 1, frame, exc)) {
         return nullptr;
     }
     const long state = state_value(args[0]);
