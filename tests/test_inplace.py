@@ -304,3 +304,25 @@ def test_module_imported_before_godefer_is_prepared_in_place(tmp_path):
         """,
     )
     assert lines(proc) == ["helper body", "helper deferred", "prepared True"]
+
+
+def test_lambdas_sharing_a_line_keep_their_own_code(tmp_path):
+    # In-place preparation swaps the module's code constants for prepared ones, matched by name
+    # and first line: two lambdas on one line are told apart by their order.
+    proc = run_script(
+        tmp_path,
+        """
+        from godefer import defer
+
+        def first():
+            return "first"
+
+        def second(fn):
+            fn(3) in defer
+            return "second"
+
+        calls = [lambda: first(), lambda: second(print), lambda: [x for x in "ab"]]
+        print([c() for c in calls])
+        """,
+    )
+    assert lines(proc) == ["3", "['first', 'second', ['a', 'b']]"]

@@ -33,18 +33,28 @@ def _running_modules(frame: FrameType | None) -> list[FrameType]:
     return found
 
 
+def _code_consts_by_key(code: CodeType) -> dict[tuple[str, int, int], CodeType]:
+    """The code constants of `code` by (name, first line, how many such came before): two
+    lambdas on one line differ only by their order, which preparation keeps."""
+    seen: dict[tuple[str, int], int] = {}
+    keyed = {}
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            name_line = (const.co_name, const.co_firstlineno)
+            seen[name_line] = seen.get(name_line, -1) + 1
+            keyed[(*name_line, seen[name_line])] = const
+    return keyed
+
+
 def _swap_consts(running: CodeType, prepared: CodeType) -> int:
     """Replace code constants of `running` by their prepared counterparts; returns how many."""
-    by_key = {
-        (c.co_name, c.co_firstlineno): c for c in prepared.co_consts if isinstance(c, CodeType)
-    }
+    by_key = _code_consts_by_key(prepared)
+    index_of = {id(c): i for i, c in enumerate(running.co_consts)}
     swapped = 0
-    for index, const in enumerate(running.co_consts):
-        if not isinstance(const, CodeType):
-            continue
-        new = by_key.get((const.co_name, const.co_firstlineno))
+    for key, const in _code_consts_by_key(running).items():
+        new = by_key.get(key)
         if new is not None and new.co_freevars == const.co_freevars:
-            _core._replace_const(running, index, new)
+            _core._replace_const(running, index_of[id(const)], new)
             swapped += 1
     return swapped
 
