@@ -1,7 +1,7 @@
 """The import hook (DESIGN.md §3 "Prepared code"): modules that import godefer are prepared when
 they are imported, and the prepared code is cached in ``__pycache__`` under its own tag
-(``<name>.<cache_tag>.godefer-<version>.pyc``), validated by the source's mtime and size, and
-written only when bytecode writing is allowed.
+(``<name>.<cache_tag>.godefer-<version>-<fingerprint>.pyc``), validated by the source's mtime and
+size, and written only when bytecode writing is allowed.
 
 Cache behaviour is observed in child interpreters whose environment sets or clears
 ``PYTHONDONTWRITEBYTECODE`` explicitly (the test environment sets it).
@@ -24,7 +24,15 @@ import godefer._core
 import godefer._rt
 from child_process import child_env
 from godefer import NotPreparedError
-from godefer._import_hook import CACHE_SUFFIX, GodeferFinder, GodeferLoader, cache_path
+from godefer._import_hook import (
+    CACHE_SUFFIX,
+    PREPARATION_TAG,
+    PREPARER_SOURCES,
+    GodeferFinder,
+    GodeferLoader,
+    cache_path,
+    preparation_fingerprint,
+)
 
 USES_GODEFER = """\
 from godefer import defer
@@ -111,11 +119,24 @@ def godefer_caches(tmp_path) -> list[str]:
 
 def test_cache_name_has_the_godefer_tag():
     suffix = CACHE_SUFFIX
-    assert suffix == f".godefer-{godefer.__version__}.pyc"
+    assert suffix == f".godefer-{PREPARATION_TAG}.pyc"
+    assert PREPARATION_TAG.startswith(f"{godefer.__version__}-")
     path = cache_path(os.path.join("pkg", "mod.py"))
     assert path == os.path.join(
-        "pkg", "__pycache__", f"mod.{sys.implementation.cache_tag}.godefer-0.1.0.pyc"
+        "pkg", "__pycache__", f"mod.{sys.implementation.cache_tag}.godefer-{PREPARATION_TAG}.pyc"
     )
+
+
+def test_the_cache_tag_changes_with_the_preparer(tmp_path):
+    # A development build that prepares differently under the same version number must not
+    # load code another build cached.
+    preparer = tmp_path / "_prepare.py"
+    preparer.write_text("A = 1\n")
+    before = preparation_fingerprint([preparer])
+    assert before == preparation_fingerprint([preparer])
+    preparer.write_text("A = 2\n")
+    assert preparation_fingerprint([preparer]) != before
+    assert all(path.is_file() for path in PREPARER_SOURCES)
 
 
 def test_hook_sits_before_the_path_finder():
@@ -216,7 +237,7 @@ def test_cache_written_when_bytecode_writing_is_allowed(tmp_path):
         "prepare_calls": 1,
         "dont_write_bytecode": False,
     }
-    expected = f"{name}.{sys.implementation.cache_tag}.godefer-{godefer.__version__}.pyc"
+    expected = f"{name}.{sys.implementation.cache_tag}.godefer-{PREPARATION_TAG}.pyc"
     assert godefer_caches(tmp_path) == [expected]
     assert os.path.exists(cache_path(path))
     assert not [p for p in os.listdir(tmp_path / "__pycache__") if p.endswith(".tmp")]

@@ -15,9 +15,8 @@ import textwrap
 
 import pytest
 
-import godefer
-import godefer._core
 from child_process import child_env
+from godefer._import_hook import PREPARATION_TAG
 
 # The child pytest must load its plugins (godefer's included) as a user's would.
 PYTEST_VARIABLES = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
@@ -107,7 +106,7 @@ def test_pytest_cache_of_a_prepared_test_module_carries_godefer_tag(test_file, t
     pycache = tmp_path / "__pycache__"
     cached = [p.name for p in pycache.iterdir() if p.name.startswith("test_gd_integration_sample")]
     assert len(cached) == 1, cached
-    assert f"-godefer-{godefer.__version__}" in cached[0]
+    assert f"-godefer-{PREPARATION_TAG}" in cached[0]
     assert "pytest" in cached[0]
     # The second run loads the cached, prepared and rewritten module.
     second = run_pytest(tmp_path, str(test_file), write_bytecode=True)

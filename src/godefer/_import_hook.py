@@ -4,26 +4,45 @@ A meta path finder placed just before the standard PathFinder (so pytest's asser
 which sits in front, keeps the test modules it rewrites; godefer's pytest plugin prepares those)
 hands source files to a loader that compiles as usual and looks at the result: only a module
 whose code names `godefer` is prepared. Prepared code is cached in __pycache__ under its own tag,
-`<name>.<cache_tag>.godefer-<version>.pyc`, validated by the source's mtime and size, and written
-only when bytecode writing is allowed (PYTHONDONTWRITEBYTECODE, -B, sys.dont_write_bytecode).
+`<name>.<cache_tag>.godefer-<version>-<fingerprint>.pyc`, validated by the source's mtime and size,
+and written only when bytecode writing is allowed (PYTHONDONTWRITEBYTECODE, -B,
+sys.dont_write_bytecode). The fingerprint hashes the preparer's own source, so prepared code
+cached by another build of godefer with the same version number is not reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import importlib.util
 import marshal
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib.abc import MetaPathFinder
+from pathlib import Path
 from types import CodeType, ModuleType
 
 from godefer import _rt
 from godefer._prepare import prepare_source
 
 VERSION = "0.1.0"
-CACHE_SUFFIX = f".godefer-{VERSION}.pyc"
+
+
+def preparation_fingerprint(sources: Iterable[Path]) -> str:
+    """A short hash of the files that decide what prepared code looks like."""
+    digest = hashlib.sha256(VERSION.encode())
+    for path in sources:
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(path.name.encode())  # no source shipped: the version decides
+    return digest.hexdigest()[:10]
+
+
+PREPARER_SOURCES = tuple(Path(__file__).with_name(name) for name in ("_prepare.py", "_rt.py"))
+PREPARATION_TAG = f"{VERSION}-{preparation_fingerprint(PREPARER_SOURCES)}"
+CACHE_SUFFIX = f".godefer-{PREPARATION_TAG}.pyc"
 _HEADER = len(importlib.util.MAGIC_NUMBER) + 12
 
 

@@ -3,8 +3,8 @@ assertion rewriting and godefer's preparation.
 
 pytest compiles the test modules it rewrites itself, so godefer's import hook never sees them.
 The plugin extends pytest's `rewrite_asserts` step to also prepare a module that uses godefer, and
-adds godefer's version to pytest's bytecode cache tag so a cached test module is re-prepared when
-godefer changes.
+adds godefer's version and preparer fingerprint to pytest's bytecode cache tag, so a cached test
+module is re-prepared when godefer changes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from _pytest.assertion import rewrite
 
 from godefer._decorator import preparation_enabled
-from godefer._import_hook import VERSION
+from godefer._import_hook import PREPARATION_TAG
 from godefer._prepare import prepare_tree
 
 
@@ -31,7 +31,7 @@ def _install() -> None:
 
     rewrite_asserts._godefer = True  # type: ignore[attr-defined]
     rewrite.rewrite_asserts = rewrite_asserts
-    tag = f"-godefer-{VERSION}"
+    tag = f"-godefer-{PREPARATION_TAG}"
     if tag not in rewrite.PYTEST_TAG:
         rewrite.PYTEST_TAG += tag
         rewrite.PYC_TAIL = "." + rewrite.PYTEST_TAG + rewrite.PYC_EXT
