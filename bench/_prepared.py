@@ -4,12 +4,11 @@ godefer's import hook rewrites modules that import it before their code first ru
 path of DESIGN.md section 3). The bench imports this module lazily, only in the measurements
 that are about godefer, and reports whether each code object was actually rewritten.
 
-Defers are open-coded (up to 16 slots in a function): a defer outside loops, as a statement, an
-expression or ``@defer`` on a nested def, keeps its callee and arguments in frame locals; the
-defers of a loop share a list in a frame local. They run inline on return. A ``with scope():``
-block gets slots of its own in the same way (``one_defer_scope``). What preparation cannot give a
-slot makes the function generic, its calls kept by the C++ core (``one_defer_core``: a defer
-whose callee comes from ``*args``).
+Defers are open-coded: a defer outside loops, as a statement, an expression or ``@defer`` on a
+nested def, keeps its callee and arguments in frame locals; the defers of a loop share a list in a
+frame local. They run inline on return. A ``with scope():`` block gets slots of its own in the
+same way (``one_defer_scope``). A defer that cannot have a slot of its own is pushed onto a list
+slot of its statement (``one_defer_listed``: a defer whose callee comes from ``*args``).
 """
 
 from godefer import defer, scope
@@ -39,7 +38,7 @@ def one_defer_scope(fn):
         defer(fn)
 
 
-def one_defer_core(fn):
+def one_defer_listed(fn):
     defer(*(fn,))
 
 

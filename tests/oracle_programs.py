@@ -877,6 +877,11 @@ class _Renderer:
                 # The value of defer() used (it is the callee): one site in three, so that
                 # preparation also meets defers in expressions (open-coded outside loops).
                 self.line(ind, f"_d{s.site} = {s.kind}({_arglist([callee, *pos], kw)})")
+            elif self.style == "godefer" and s.site % 5 == 2:
+                # In a conditional expression (whose test is always true): pushed onto a list
+                # slot of the statement, or of the loop around it.
+                call = f"{s.kind}({_arglist([callee, *pos], kw)})"
+                self.line(ind, f"_d{s.site} = {call} if rec is not None else None")
             else:  # the fake has no statement form: the call form means the same
                 self.line(ind, f"{s.kind}({_arglist([callee, *pos], kw)})")
         elif isinstance(s, If):

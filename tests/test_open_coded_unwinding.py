@@ -232,18 +232,29 @@ def test_exception_thrown_into_an_open_coded_generator_is_recovered_inline():
 
 def source_with(count: int) -> str:
     lines = "\n".join(f"    defer(log.append, {i})" for i in range(count))
-    return f"from godefer import defer\ndef f(log):\n{lines}\n    raise ValueError\n"
+    return (
+        f"from godefer import defer\ndef f(log, ok=False):\n{lines}\n"
+        "    if ok:\n        return\n    raise ValueError\n"
+    )
 
 
-@pytest.mark.parametrize("count", [MAX_OPEN_CODED, MAX_OPEN_CODED + 1])
-def test_up_to_the_limit_open_coded_and_beyond_it_core_held_unwind_alike(count, tmp_path):
+@pytest.mark.parametrize("count", [MAX_OPEN_CODED, MAX_OPEN_CODED + 1, 3 * MAX_OPEN_CODED])
+@pytest.mark.parametrize("fails", [False, True])
+def test_beyond_the_limit_the_last_slots_share_one_list(count, fails, tmp_path):
     from godefer._prepare import prepare_source
 
     code, _ = prepare_source(source_with(count), str(tmp_path / "m.py"))
     ns: dict = {"__name__": "gd_open_limit"}
     exec(code, ns)
-    assert open_coded(ns["f"]) == (count <= MAX_OPEN_CODED)
+    f = ns["f"]
+    assert open_coded(f)
+    # Up to the limit each defer has a slot of its own; beyond it, from the last slot on, the
+    # defers share one list (the last slot).
+    assert (count > MAX_OPEN_CODED) == ("list_first_call" in f.__code__.co_names)
     log: list[int] = []
-    with pytest.raises(ValueError):
-        ns["f"](log)
+    if fails:
+        with pytest.raises(ValueError):
+            f(log)
+    else:
+        f(log, ok=True)
     assert log == list(reversed(range(count)))

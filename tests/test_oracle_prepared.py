@@ -656,3 +656,24 @@ def test_selfcheck_extended_coverage():
         total=len(programs),
         what=f"extended generator (seed={SEED!r})",
     )
+
+
+def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
+    """The prepared programs hold functions with slots, loop lists, and lists their statements'
+    pushes fill (a defer in a conditional expression), so the comparisons cover each."""
+    indexes = _extended_indexes()[:60]
+    progs = [_program("extended", i) for i in indexes]
+    kinds: Counter = Counter()
+    for prog, imported in zip(progs, import_programs(progs), strict=True):
+        assert imported.error is None, imported.error
+        for f in prog.functions:
+            code = imported.namespace[f"f{f.index}"].__code__
+            names = code.co_names
+            if "complete_slots" not in names:
+                continue
+            kinds["open_coded"] += 1
+            kinds["pushed"] += "list_new" in names
+            kinds["loop_list"] += "list_first" in names or "list_first_call" in names
+    assert kinds["open_coded"] >= 30, kinds
+    assert kinds["pushed"] >= 5, kinds
+    assert kinds["loop_list"] >= 5, kinds

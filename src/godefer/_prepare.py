@@ -109,6 +109,9 @@ class SlotCall(NamedTuple):
     loop: int | None  # id of the outermost loop around it: its slot holds a list
     expression: bool = False  # used as an expression, not a statement of its own
     decorator: bool = False  # `@defer` on a nested def (call.args[0] is unused)
+    # Pushed onto its list slot by an expression (list_expression): a defer that has no slot of
+    # its own and is not a loop's plain statement (see _open_coded_slots). `loop` keys the list.
+    pushed: bool = False
 
 
 class PrepareError(SyntaxError):
@@ -317,14 +320,17 @@ class Preparer(ast.NodeTransformer):
         expression in such a statement, when it is the statement's only one (the order in which
         a statement evaluates its parts is not always textual). The defers of one outermost
         loop share a slot holding a list: all of them run between the slots before the loop and
-        those after it. Defers in a `with scope():` block belong to the block, which keeps them
-        in the core, unless the block can be open-coded too (_block_slots). Anything else that
-        schedules (scoped() in an expression or a loop, a defer in an expression in a loop, a
-        lambda or a comprehension) makes the function generic. Returns (slots, blocks).
+        those after it. By the same argument, the defers of a statement that cannot own a slot
+        (several in it, scoped() inside a larger expression, a starred callee) share a list slot
+        of the statement, and defers used as expressions in a loop are pushed onto the loop's
+        list (_pushed). Beyond MAX_OPEN_CODED groups, the last groups share one list
+        (_overflowed). Defers in a `with scope():` block belong to the block, which keeps them
+        in the core, unless the block can be open-coded too (_block_slots). A defer in a
+        comprehension makes the function generic. Returns (slots, blocks).
         """
         slots: dict[int, SlotCall] = {}
         blocks: dict[int, dict[int, SlotCall]] = {}
-        groups: set[int] = set()
+        groups: list[int] = []  # the keys of the slots' groups, in textual order
         claimed: set[int] = set()  # the expressions naming defer & co. that slots or blocks take
         shadowed = self._shadowed()
         for stmt, loop, block in self._statements(body):
@@ -336,17 +342,138 @@ class Preparer(ast.NodeTransformer):
                 if block_slots is not None:
                     blocks[id(stmt)] = block_slots
                 continue
-            found = self._slot_of(stmt, loop, shadowed)
+            uses = self._uses(stmt, shadowed)
+            if uses is None:
+                continue  # a use in a comprehension stays unclaimed: the function is generic
+            key = id(stmt) if loop is None else id(loop)
+            found = self._slot_of(stmt, loop, shadowed) if len(uses) <= 1 else None
+            several = None if found or loop is not None else self._slots_of_uses(stmt, uses)
             if found is not None:
-                key, slot_call, name = found
-                slots[key] = slot_call
-                groups.add(key if loop is None else id(loop))
+                slot_key, slot_call, name = found
+                slots[slot_key] = slot_call
                 claimed.add(name)
-        if not (slots or blocks) or len(groups) > MAX_OPEN_CODED:
+                key = slot_key if loop is None else key
+            elif several is not None:
+                slots.update(several)
+                claimed.update(id(name) for _, name in uses)
+                groups += [k for k in several if k not in groups]
+                continue
+            elif uses:
+                slots.update(self._pushed(stmt, uses, key))
+                claimed.update(id(name) for _, name in uses)
+            else:
+                decorated = self._decorated_slot(stmt, shadowed)
+                if decorated is None:
+                    continue
+                assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+                slots[id(stmt)] = decorated._replace(loop=key)  # `@defer def` in a loop
+                claimed.add(id(stmt.decorator_list[0]))
+            if key not in groups:
+                groups.append(key)
+        if not (slots or blocks) or not self._all_claimed(body, claimed):
             return None
-        if not self._all_claimed(body, claimed):
-            return None
+        if len(groups) > MAX_OPEN_CODED:
+            slots = _overflowed(slots, groups)
         return slots, blocks
+
+    def _uses(
+        self, stmt: ast.stmt, shadowed: frozenset[str]
+    ) -> list[tuple[ast.expr, ast.expr]] | None:
+        """The uses of defer & co. in a statement's own expressions, as (the call, or the
+        statement form's comparison; the expression naming defer & co.), in textual order.
+        None when one is in a comprehension, which cannot rebind a list slot on 3.11 without
+        turning the frame's state into a cell. Lambdas and generator expressions are scopes of
+        their own (the runtime path)."""
+        uses: list[tuple[ast.expr, ast.expr]] = []
+        stack: list[tuple[ast.AST, bool]] = [(root, False) for root in _own_expressions(stmt)]
+        while stack:
+            node, in_comprehension = stack.pop()
+            if isinstance(node, (ast.Lambda, ast.GeneratorExp)):
+                continue
+            name: ast.expr | None = None
+            if isinstance(node, ast.Call) and self.aliases.role(node.func, shadowed) in SCHEDULERS:
+                name = node.func
+            elif (
+                isinstance(stmt, ast.Expr)
+                and node is stmt.value
+                and isinstance(node, ast.Compare)
+                and self._is_statement_form(node)
+            ):  # (anywhere else, it is the SyntaxError visit_Compare raises)
+                name = node.comparators[0]
+            if name is not None:
+                if in_comprehension:
+                    return None
+                assert isinstance(node, (ast.Call, ast.Compare))
+                uses.append((node, name))
+            inner = in_comprehension or isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp))
+            stack += [(child, inner) for child in reversed(list(ast.iter_child_nodes(node)))]
+        return uses
+
+    def _slots_of_uses(
+        self, stmt: ast.stmt, uses: list[tuple[ast.expr, ast.expr]]
+    ) -> dict[int, SlotCall] | None:
+        """A slot for each defer of a statement outside loops that holds several, in the order
+        they fill (a call fills after its arguments: by where each call ends), when the
+        statement evaluates its parts left to right and the defers are plain calls; else None
+        (they are pushed onto a list). Not left to right: the targets of an assignment (after
+        its value), a conditional expression (its test first), a call with a starred argument
+        after a keyword (positional arguments first)."""
+        shadowed = self._shadowed()
+        if not isinstance(stmt, (ast.Expr, ast.Return, ast.Assign)):
+            return None
+        if isinstance(stmt, ast.Assign) and not _runs_nothing(stmt.targets):  # type: ignore[arg-type]
+            return None
+        for node in _own_nodes([stmt]):
+            if isinstance(node, ast.IfExp):
+                return None
+            if isinstance(node, ast.Call) and node.keywords:
+                first_kw = min((kw.value.lineno, kw.value.col_offset) for kw in node.keywords)
+                if any(
+                    isinstance(a, ast.Starred) and (a.lineno, a.col_offset) > first_kw
+                    for a in node.args
+                ):
+                    return None
+        slots: dict[int, SlotCall] = {}
+        for node, name in sorted(uses, key=lambda u: (u[0].end_lineno, u[0].end_col_offset)):
+            role = self.aliases.role(name, shadowed)
+            if isinstance(node, ast.Compare):  # `f(defer(g)) in defer`: the statement's slot
+                form = self._slot_call(stmt)
+                assert form is not None and role is not None
+                slots[id(stmt)] = SlotCall(role, form[1], loop=None)
+                continue
+            assert isinstance(node, ast.Call)
+            if (
+                role not in STATEMENT_FORMS
+                or not node.args
+                or isinstance(node.args[0], ast.Starred)
+            ):
+                return None
+            assert role is not None
+            statement = isinstance(stmt, ast.Expr) and node is stmt.value
+            key = id(stmt) if statement else id(node)
+            slots[key] = SlotCall(role, node, loop=None, expression=not statement)
+        return slots
+
+    def _pushed(
+        self, stmt: ast.stmt, uses: list[tuple[ast.expr, ast.expr]], key: int
+    ) -> dict[int, SlotCall]:
+        """The uses of a statement that has no slot of its own (several defers in it, a defer
+        used as an expression in a loop, scoped() inside a larger expression, a starred
+        callee): each is pushed onto one list slot, the statement's or its loop's, as it runs.
+        A statement runs at most once per call outside loops, so its list runs between the
+        slots before it and after it, as a loop's does."""
+        pushed: dict[int, SlotCall] = {}
+        for node, name in uses:
+            role = self.aliases.role(name, self._shadowed())
+            assert role is not None
+            if isinstance(node, ast.Compare):  # `f(defer(g)) in defer`: the statement
+                form = self._slot_call(stmt)
+                assert form is not None
+                pushed[id(stmt)] = SlotCall(role, form[1], loop=key, pushed=True)
+            else:
+                assert isinstance(node, ast.Call)
+                pushed[id(node)] = SlotCall(role, node, loop=key, expression=True, pushed=True)
+        return pushed
 
     def _slot_of(
         self, stmt: ast.stmt, loop: ast.stmt | None, shadowed: frozenset[str]
@@ -378,9 +505,11 @@ class Preparer(ast.NodeTransformer):
             return None
         call, nested = calls[0]
         role = self.aliases.role(call.func, shadowed)
-        if nested or role not in STATEMENT_FORMS or not call.args:
+        if nested or role not in SCHEDULERS or not call.args:
             return None
         if isinstance(call.args[0], ast.Starred):
+            return None
+        if role == "scoped" and (len(call.args) != 1 or call.keywords):
             return None
         return id(call), SlotCall(role, call, loop=None, expression=True), id(call.func)
 
@@ -594,7 +723,10 @@ class Preparer(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.expr:
         if self.open_coder is not None and id(node) in self.open_coder.slot_calls:
-            return self.open_coder.expression_slot(node, self.open_coder.slot_calls[id(node)])
+            slot = self.open_coder.slot_calls[id(node)]
+            if slot.pushed:
+                return self.open_coder.list_expression(slot)
+            return self.open_coder.expression_slot(node, slot)
         role = self.aliases.role(node.func, self._shadowed())
         self.generic_visit(node)
         if role in SCHEDULERS and self._scope_kind() != "lambda":
@@ -608,6 +740,7 @@ class Preparer(ast.NodeTransformer):
             self.open_coder is not None
             and isinstance(node.value, ast.Call)
             and id(node.value) in self.open_coder.slot_calls
+            and not self.open_coder.slot_calls[id(node.value)].pushed
         ):
             return self.open_coder.assigned_slot(node)
         self.generic_visit(node)
@@ -724,7 +857,7 @@ class OpenCoder:
             if __godefer_st__ is not None or not callable(__godefer_0__):  # the core holds
                 __godefer_0__, __godefer_f__ = None, __godefer_0__  # entries, or a non-callable:
                 __godefer_rt__.defer(__godefer_f__, __godefer_0_0__)  # TypeError at this line
-            __godefer_1__ = __godefer_fill_d__(__godefer_st__, g)  # defer(g): the same in one call
+            __godefer_1__ = __godefer_fill_d__(g, __godefer_st__)  # defer(g): the same in one call
             ...
             __godefer_rv__ = value                                # return value:
             if __godefer_st__ is None:
@@ -765,6 +898,8 @@ class OpenCoder:
         # A block's coder: the ids of the return/break/continue statements leaving the block.
         self.leaving: set[int] = set()
         self.uses_temp = False  # a slot's callee passes through __godefer_f__ (assigned_slot)
+        self.uses_scoped_temps = False  # scoped() as an expression (_entered_expression)
+        self.temporaries = 0  # sites whose parts went through temporaries (_temporaries)
         self.first_fill = False  # the next fill is the scope's first, before its try (_hoisted)
         self.head = 0  # a block's statements that go before its init and try
         self.none_exits: set[int] = set()  # return sites of a lean function returning None
@@ -935,7 +1070,8 @@ class OpenCoder:
             held += [local for local, _ in values]
             if role == "scoped":
                 held.append(f"{self.p}{i}_k__")
-        return [*held, "__godefer_f__"] if self.uses_temp else held
+        held += ["__godefer_f__"] if self.uses_temp else []
+        return held + (["__godefer_v__", "__godefer_t__"] if self.uses_scoped_temps else [])
 
     def block_structure(self, node: ast.With, body: list[ast.stmt]) -> list[ast.stmt]:
         line = node.lineno
@@ -998,8 +1134,13 @@ class OpenCoder:
         return None
 
     def _assigns_slot(self, stmt: ast.stmt) -> bool:
-        """`x = defer(...)` or `x = scoped(...)` whose call has a slot."""
-        return isinstance(stmt, ast.Assign) and id(stmt.value) in self.slot_calls
+        """`x = defer(...)` or `x = scoped(...)` whose call has a slot (not pushed onto a list:
+        that is an expression like any other)."""
+        return (
+            isinstance(stmt, ast.Assign)
+            and id(stmt.value) in self.slot_calls
+            and not self.slot_calls[id(stmt.value)].pushed
+        )
 
     # -- returns that run the slots where they are ------------------------------------------
 
@@ -1054,6 +1195,8 @@ class OpenCoder:
 
     def slot(self, stmt: ast.stmt, slot: SlotCall, may_skip: bool) -> list[ast.stmt]:
         self.preparer.prepared_any = True
+        if slot.pushed:  # `f(defer(g)) in defer`
+            return self._locate(stmt, [ast.Expr(self.list_expression(slot))])
         if slot.role == "scoped" and slot.loop is not None:
             return self._entered_in_loop(stmt, slot, None)
         if slot.role == "scoped":
@@ -1061,8 +1204,9 @@ class OpenCoder:
             return self._entered(stmt, slot.call, None)
         if slot.decorator:
             assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
-            self.may_skip.append(may_skip)
-            return self._decorated(stmt, slot.role)
+            if slot.loop is None:
+                self.may_skip.append(may_skip)
+            return self._decorated(stmt, slot.role, slot.loop)
         if slot.loop is None:
             self.may_skip.append(may_skip)
             return self._single_slot(stmt, slot.role, slot.call)
@@ -1100,6 +1244,10 @@ class OpenCoder:
         too) `else: <fill>`, a call into the core whose last argument is obj; then `targets`
         get the value."""
         obj = self.preparer.visit(call.args[0])
+        first: list[ast.stmt] = []
+        if not _runs_nothing([obj]):  # evaluated before the state is tested (_temporaries)
+            first = [ast.Assign(targets=[_name("__godefer_v__", ast.Store())], value=obj)]
+            obj = _name("__godefer_v__")
         stmts = ast.parse(
             f"if {self.st} is not None:\n    __godefer_v__ = {RT}.scoped(None)\nelse:\n    {fill}\n"
         ).body
@@ -1117,37 +1265,41 @@ class OpenCoder:
             unpack.elts[-1] = targets[0]
         elif targets:
             stmts.append(ast.Assign(targets=targets, value=_name("__godefer_v__")))
-        return self._locate(stmt, stmts)
+        return self._locate(stmt, first + stmts)
 
     def _evaluate(
-        self, call: ast.Call, callee_local: str, prefix: str
-    ) -> tuple[list[tuple[str, ast.expr]], list[ast.expr], list[ast.keyword]]:
-        """The callee and arguments of `defer(f, ...)` as (local, expression) pairs, evaluated
-        in source order by one assignment, and the call's shape as loads of those locals."""
+        self, call: ast.Call
+    ) -> tuple[int, list[tuple[str, ast.expr]], list[ast.expr], list[ast.keyword]]:
+        """The index of a new slot for `defer(f, ...)`, its callee and arguments as (local,
+        expression) pairs, evaluated in source order by one assignment, and the call's shape as
+        loads of those locals. The index is taken after the parts are visited: a defer among
+        them fills its slot first (it runs first), so it gets the lower index."""
         visit = self.preparer.visit
-        values: list[tuple[str, ast.expr]] = [(callee_local, visit(call.args[0]))]
-        call_args: list[ast.expr] = []
-        call_keywords: list[ast.keyword] = []
-        for j, arg in enumerate(call.args[1:]):
-            local = f"{prefix}{j}__"
-            if isinstance(arg, ast.Starred):
-                starred = ast.Tuple(
-                    elts=[ast.Starred(visit(arg.value), ast.Load())], ctx=ast.Load()
-                )
-                values.append((local, starred))
-                call_args.append(ast.Starred(_name(local), ast.Load()))
-            else:
-                values.append((local, visit(arg)))
-                call_args.append(_name(local))
-        for k, kw in enumerate(call.keywords):
-            local = f"{prefix}k{k}__"
-            if kw.arg is None:
-                values.append((local, ast.Dict(keys=[None], values=[visit(kw.value)])))
-                call_keywords.append(ast.keyword(arg=None, value=_name(local)))
-            else:
-                values.append((local, visit(kw.value)))
-                call_keywords.append(ast.keyword(arg=kw.arg, value=_name(local)))
-        return values, call_args, call_keywords
+        callee = visit(call.args[0])
+        args, keywords = self._visited_parts(call.args[1:], call.keywords)
+        i = len(self.slots)
+        values, call_args, call_keywords = _bound_parts(args, keywords, f"{self.p}{i}_")
+        return i, [(f"{self.p}{i}__", callee), *values], call_args, call_keywords
+
+    def _visited_parts(
+        self, args: list[ast.expr], keywords: list[ast.keyword]
+    ) -> tuple[list[ast.expr], list[ast.keyword]]:
+        visit = self.preparer.visit
+        return [
+            ast.Starred(visit(a.value), ast.Load()) if isinstance(a, ast.Starred) else visit(a)
+            for a in args
+        ], [ast.keyword(arg=kw.arg, value=visit(kw.value)) for kw in keywords]
+
+    def _temporaries(
+        self, args: list[ast.expr], keywords: list[ast.keyword]
+    ) -> tuple[list[tuple[str, ast.expr]], list[ast.expr], list[ast.keyword]]:
+        """A call's visited parts bound to temporaries of their own, when evaluating them may
+        run code (a call, await or yield): that code may make the core hold entries of the
+        frame, so the state is tested only after them. Else no temporaries."""
+        if _runs_nothing([*args, *keywords]):
+            return [], args, keywords
+        self.temporaries += 1
+        return _bound_parts(args, keywords, f"__godefer_a{self.temporaries}_")
 
     @staticmethod
     def _store(values: list[tuple[str, ast.expr]]) -> ast.Assign:
@@ -1183,8 +1335,7 @@ class OpenCoder:
     def _single_slot(
         self, stmt: ast.stmt, role: str, call: ast.Call, fused: bool = True
     ) -> list[ast.stmt]:
-        i = len(self.slots)
-        values, call_args, call_keywords = self._evaluate(call, f"{self.p}{i}__", f"{self.p}{i}_")
+        i, values, call_args, call_keywords = self._evaluate(call)
         self.slots.append((role, values))
         self.call_shapes.append((call_args, call_keywords))
         callable_for_sure = isinstance(values[0][1], ast.Lambda)
@@ -1195,7 +1346,7 @@ class OpenCoder:
         return self._locate(stmt, [self._store(values), fallback])
 
     def _filled(self, i: int, role: str, callee: ast.expr) -> ast.Assign:
-        """`__godefer_i__ = fill(state, f)` for `defer(f)`: one call into the core that checks
+        """`__godefer_i__ = fill(f, state)` for `defer(f)`: one call into the core that checks
         f is callable (TypeError at this line) and returns it for the slot, or gives it to the
         core when the core holds entries of the frame (returning None for the slot). Cheaper
         than the test _fill_check writes; a call with arguments keeps that test, since the
@@ -1204,8 +1355,9 @@ class OpenCoder:
             self.first_fill = False
             fill = ast.Call(func=_name(FIRST_FILLS[role][0]), args=[callee], keywords=[])
         else:
+            # The state after the callee: evaluating it may make the core hold entries.
             fill = ast.Call(
-                func=_name(SLOT_FILLS[role][0]), args=[_name(self.st), callee], keywords=[]
+                func=_name(SLOT_FILLS[role][0]), args=[callee, _name(self.st)], keywords=[]
             )
         return ast.Assign(targets=[_name(f"{self.p}{i}__", ast.Store())], value=fill)
 
@@ -1229,7 +1381,7 @@ class OpenCoder:
         the core takes it (the targets are bound after the fill, as after defer() returns):
 
             __godefer_f__ = f
-            __godefer_i__ = __godefer_fill_d__(__godefer_st__, __godefer_f__)
+            __godefer_i__ = __godefer_fill_d__(__godefer_f__, __godefer_st__)
             x = __godefer_f__
         """
         assert isinstance(node.value, ast.Call)
@@ -1241,13 +1393,13 @@ class OpenCoder:
         self.may_skip.append(may_skip)
         if slot.role == "scoped":
             return self._entered(node, slot.call, node.targets)
-        i = len(self.slots)
         if (
             len(slot.call.args) == 1
             and not slot.call.keywords
             and not isinstance(slot.call.args[0], ast.Lambda)
         ):
             callee = self.preparer.visit(slot.call.args[0])
+            i = len(self.slots)  # after the callee's own defers (see _evaluate)
             self.slots.append((slot.role, [(f"{self.p}{i}__", callee)]))
             self.call_shapes.append(([], []))
             targets = [self.preparer.visit(t) for t in node.targets]
@@ -1264,6 +1416,7 @@ class OpenCoder:
         # Not fused: the targets get the callee even when the core takes it from the slot.
         store, fallback = self._single_slot(node, slot.role, slot.call, fused=False)
         assert isinstance(fallback, ast.If)
+        i = len(self.slots) - 1
         targets = [self.preparer.visit(t) for t in node.targets]
         fallback.body.append(
             ast.copy_location(
@@ -1303,12 +1456,13 @@ class OpenCoder:
         """
         self.preparer.prepared_any = True
         self.may_skip.append(True)
-        i = len(self.slots)
-        values, call_args, call_keywords = self._evaluate(
-            slot.call, f"{self.p}{i}__", f"{self.p}{i}_"
-        )
+        if slot.role == "scoped":
+            return self._entered_expression(call)
+        i, values, call_args, call_keywords = self._evaluate(slot.call)
         self.slots.append((slot.role, values))
         self.call_shapes.append((call_args, call_keywords))
+        if len(values) == 1 and not isinstance(values[0][1], ast.Lambda):
+            return self._filled_expression(i, slot.role, values[0][1], call)
         template = (
             f"({self.st} is None and callable({self.p}{i}__))"
             f" or (__godefer_f__ := {self.p}{i}__, {self.p}{i}__ := None, None)"
@@ -1330,12 +1484,73 @@ class OpenCoder:
                 ast.copy_location(n, call)
         return expr
 
-    def _decorated(self, stmt: ast.FunctionDef | ast.AsyncFunctionDef, role: str) -> list[ast.stmt]:
+    def _entered_expression(self, call: ast.Call) -> ast.expr:
+        """`scoped(obj)` inside a larger expression, into a slot as `_entered` fills one; its
+        value is the value scoped() returns. obj is evaluated before the state is tested:
+
+            (__godefer_v__ := obj,
+             __godefer_rt__.scoped(__godefer_v__) if __godefer_st__ is not None
+             else (__godefer_t__ := __godefer_rt__.scoped_slot(__godefer_v__),
+                   __godefer_i__ := __godefer_t__[0], __godefer_i_k__ := __godefer_t__[1],
+                   __godefer_t__[2])[3])[1]
+        """
+        obj = self.preparer.visit(call.args[0])
+        i = len(self.slots)  # after obj's own defers (see _evaluate)
+        self.slots.append(("scoped", [(f"{self.p}{i}__", call)]))
+        self.call_shapes.append(([], []))
+        self.uses_scoped_temps = True
+        expr = ast.parse(
+            f"(__godefer_v__ := None, {RT}.scoped(__godefer_v__) if {self.st} is not None"
+            f" else (__godefer_t__ := {RT}.scoped_slot(__godefer_v__),"
+            f" {self.p}{i}__ := __godefer_t__[0], {self.p}{i}_k__ := __godefer_t__[1],"
+            " __godefer_t__[2])[3])[1]",
+            mode="eval",
+        ).body
+        assert isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Tuple)
+        store = expr.value.elts[0]
+        assert isinstance(store, ast.NamedExpr)
+        store.value = obj
+        for n in ast.walk(expr):
+            if isinstance(n, ast.expr):
+                ast.copy_location(n, call)
+        return expr
+
+    def _filled_expression(self, i: int, role: str, callee: ast.expr, call: ast.Call) -> ast.expr:
+        """`defer(f)` used as an expression, through the fill call (_filled):
+
+            (__godefer_i__ := __godefer_fill_d__(__godefer_f__ := f, __godefer_st__))
+            or __godefer_f__
+
+        Its value is f either way: the fill returns f, or None when the core took f (and f
+        itself when f is false)."""
+        self.uses_temp = True
+        expr = ast.parse(
+            f"({self.p}{i}__ := {SLOT_FILLS[role][0]}(__godefer_f__ := None, {self.st}))"
+            " or __godefer_f__",
+            mode="eval",
+        ).body
+        assert isinstance(expr, ast.BoolOp) and isinstance(expr.values[0], ast.NamedExpr)
+        fill = expr.values[0].value
+        assert isinstance(fill, ast.Call) and isinstance(fill.args[0], ast.NamedExpr)
+        fill.args[0].value = callee
+        for n in ast.walk(expr):
+            if isinstance(n, ast.expr):
+                ast.copy_location(n, call)
+        return expr
+
+    def _decorated(
+        self, stmt: ast.FunctionDef | ast.AsyncFunctionDef, role: str, loop: int | None
+    ) -> list[ast.stmt]:
         """`@defer def f(): ...`: the def without that decorator, then its function (what the
-        other decorators made of it) fills a slot as `defer(f)` would, at the decorator's line."""
+        other decorators made of it) fills a slot as `defer(f)` would, at the decorator's line
+        (in a loop: is pushed onto the loop's list)."""
         decorator = stmt.decorator_list.pop(0)
         del self.slot_calls[id(stmt)]  # the def itself is visited as any nested function
         new = self.preparer.visit(stmt)
+        if loop is not None:
+            call = ast.Call(func=decorator, args=[_name(stmt.name)], keywords=[])
+            push = ast.Expr(self.list_expression(SlotCall(role, call, loop=loop, pushed=True)))
+            return [*(new if isinstance(new, list) else [new]), *self._locate(decorator, [push])]
         i = len(self.slots)
         values: list[tuple[str, ast.expr]] = [(f"{self.p}{i}__", _name(stmt.name))]
         self.slots.append((role, values))
@@ -1345,14 +1560,62 @@ class OpenCoder:
         located = self._locate(decorator, [self._store(values), fallback])
         return [*(new if isinstance(new, list) else [new]), *located]
 
+    def list_expression(self, slot: SlotCall) -> ast.expr:
+        """A defer (or scoped()) pushed onto the list slot `slot.loop` keys, as an expression
+        whose value is what the call returns. The list is made before the call's parts are
+        evaluated, so a defer among them pushes onto the same list, first, as it runs first:
+
+            (__godefer_rt__.defer(f, x) if __godefer_st__ is not None     # the core holds
+             else (__godefer_i__ if __godefer_i__ is not None             # entries: it takes it
+                   else (__godefer_i__ := __godefer_rt__.list_new())).push_call(0, f, x))
+
+        (`.push(f)` for a plain defer(f), `.push_scoped(obj)` for scoped(obj)). The push checks
+        the callable and returns it; push_scoped enters obj and returns the value."""
+        self.preparer.prepared_any = True
+        assert slot.loop is not None
+        i = self._list_slot(slot.loop)
+        args, keywords = self._visited_parts(slot.call.args, slot.call.keywords)
+        stores, args, keywords = self._temporaries(args, keywords)
+        single = len(args) == 1 and not keywords and not isinstance(args[0], ast.Starred)
+        if slot.role == "scoped":
+            method, shape = "push_scoped", args
+        elif slot.role == "defer" and single:
+            method, shape = "push", args
+        else:
+            method, shape = "push_call", [ast.Constant(KIND_CODES[slot.role]), *args]
+        local = f"{self.p}{i}__"
+        expr = ast.parse(
+            f"{RT}.{SCHEDULERS[slot.role]}() if {self.st} is not None"
+            f" else ({local} if {local} is not None else ({local} := {RT}.list_new())).{method}()",
+            mode="eval",
+        ).body
+        assert isinstance(expr, ast.IfExp)
+        core, push = expr.body, expr.orelse
+        assert isinstance(core, ast.Call) and isinstance(push, ast.Call)
+        core.args, core.keywords = copy.deepcopy(args), copy.deepcopy(keywords)
+        push.args, push.keywords = shape, keywords
+        if stores:  # `(temporary := part, ..., <expr>)[-1]`
+            named: list[ast.expr] = [
+                ast.NamedExpr(target=_name(local, ast.Store()), value=value)
+                for local, value in stores
+            ]
+            expr = ast.Subscript(
+                value=ast.Tuple(elts=[*named, expr], ctx=ast.Load()),
+                slice=ast.Constant(-1),
+                ctx=ast.Load(),
+            )
+        for n in ast.walk(expr):
+            if isinstance(n, (ast.expr, ast.keyword)):
+                ast.copy_location(n, slot.call)
+        return expr
+
     def _list_entry(self, stmt: ast.stmt, role: str, call: ast.Call, i: int) -> list[ast.stmt]:
         """A defer in a loop appends to its slot's DeferList, which checks the callable: the
         callable itself for a plain `defer(f)`, else the (kind, fn, args, kwargs) group the core
         decodes. The state is tested first, so the call's parts are evaluated once, in order,
-        whichever branch takes them."""
-        visit = self.preparer.visit
-        args = [visit(a) for a in call.args]
-        keywords = [visit(k) for k in call.keywords]
+        whichever branch takes them, unless evaluating them may run code (_temporaries)."""
+        args, keywords = self._visited_parts(call.args, call.keywords)
+        stores, args, keywords = self._temporaries(args, keywords)
         plain = role == "defer" and len(args) == 1 and not keywords
         plain = plain and not isinstance(args[0], ast.Starred)
         push, first = ("push", "list_first") if plain else ("push_call", "list_first_call")
@@ -1382,7 +1645,7 @@ class OpenCoder:
             assert isinstance(target, ast.Call)
             target.args = copy.deepcopy(shape)
             target.keywords = copy.deepcopy(keywords)
-        return self._locate(stmt, stmts)
+        return self._locate(stmt, [self._store(stores), *stmts] if stores else stmts)
 
     # -- exits --------------------------------------------------------------------------------
 
@@ -1768,31 +2031,80 @@ class _ReplaceSentinels(ast.NodeTransformer):
 _NESTED_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
-def _expression_nodes(stmt: ast.stmt) -> Iterable[tuple[ast.AST, bool]]:
-    """The nodes of a statement's own expressions (not of the statements it contains), each
-    with whether it can run more than once per execution of the statement: in a lambda, a
-    comprehension, a while loop's test or a for loop's target. Nothing for a def or a class:
-    their decorators and defaults are checked where the function is rewritten."""
+def _own_expressions(stmt: ast.stmt) -> list[ast.AST]:
+    """The roots of a statement's own expressions (not of the statements it contains), in
+    textual order. None for a def or a class: their decorators and defaults are checked where
+    the function is rewritten."""
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return
-    stack: list[tuple[ast.AST, bool]] = []
+        return []
+    roots: list[ast.AST] = []
     for name, value in ast.iter_fields(stmt):
-        if (isinstance(stmt, ast.While) and name == "test") or (
-            isinstance(stmt, (ast.For, ast.AsyncFor)) and name == "target"
-        ):
-            stack.append((value, True))  # evaluated once per iteration, like a loop's body
-        elif name == "handlers":
-            stack += [(h.type, False) for h in value if h.type is not None]
+        if name == "handlers":
+            roots += [h.type for h in value if h.type is not None]
         elif name == "cases":
-            stack += [(c.guard, False) for c in value if c.guard is not None]
+            roots += [c.guard for c in value if c.guard is not None]
         elif name not in ("body", "orelse", "finalbody"):
             items = value if isinstance(value, list) else [value]
-            stack += [(v, False) for v in items if isinstance(v, ast.AST)]
+            roots += [v for v in items if isinstance(v, ast.AST)]
+    return roots
+
+
+def _expression_nodes(stmt: ast.stmt) -> Iterable[tuple[ast.AST, bool]]:
+    """The nodes of a statement's own expressions, each with whether it can run more than once
+    per execution of the statement: in a lambda, a comprehension, a while loop's test or a for
+    loop's target."""
+    repeated = []
+    if isinstance(stmt, ast.While):
+        repeated.append(stmt.test)  # evaluated once per iteration, like a loop's body
+    elif isinstance(stmt, (ast.For, ast.AsyncFor)):
+        repeated.append(stmt.target)
+    stack = [(root, any(root is r for r in repeated)) for root in _own_expressions(stmt)]
     while stack:
         node, nested = stack.pop()
         yield node, nested
         inner = nested or isinstance(node, _NESTED_SCOPES)
         stack += [(child, inner) for child in ast.iter_child_nodes(node)]
+
+
+def _bound_parts(
+    args: list[ast.expr], keywords: list[ast.keyword], prefix: str
+) -> tuple[list[tuple[str, ast.expr]], list[ast.expr], list[ast.keyword]]:
+    """A call's (visited) arguments as (local, expression) pairs named after `prefix`, and the
+    call's shape as loads of those locals: `*x` is kept as the tuple `(*x,)`, `**x` as the dict
+    `{**x}`, so each is evaluated once, where the call stood."""
+    values: list[tuple[str, ast.expr]] = []
+    call_args: list[ast.expr] = []
+    call_keywords: list[ast.keyword] = []
+    for j, arg in enumerate(args):
+        local = f"{prefix}{j}__"
+        if isinstance(arg, ast.Starred):
+            values.append((local, ast.Tuple(elts=[arg], ctx=ast.Load())))
+            call_args.append(ast.Starred(_name(local), ast.Load()))
+        else:
+            values.append((local, arg))
+            call_args.append(_name(local))
+    for k, kw in enumerate(keywords):
+        local = f"{prefix}k{k}__"
+        if kw.arg is None:
+            values.append((local, ast.Dict(keys=[None], values=[kw.value])))
+            call_keywords.append(ast.keyword(arg=None, value=_name(local)))
+        else:
+            values.append((local, kw.value))
+            call_keywords.append(ast.keyword(arg=kw.arg, value=_name(local)))
+    return values, call_args, call_keywords
+
+
+def _overflowed(slots: dict[int, SlotCall], groups: list[int]) -> dict[int, SlotCall]:
+    """More than MAX_OPEN_CODED groups: the slots of the last group that fits and of every
+    group after it share one list slot, in the order they run (textual order, outside loops)."""
+    last = groups[MAX_OPEN_CODED - 1]
+    spilled = set(groups[MAX_OPEN_CODED - 1 :])
+    out: dict[int, SlotCall] = {}
+    for key, slot in slots.items():
+        group = key if slot.loop is None else slot.loop
+        pushed = slot.pushed or (slot.expression and slot.role in STATEMENT_FORMS)
+        out[key] = slot._replace(loop=last, pushed=pushed) if group in spilled else slot
+    return out
 
 
 def _split_docstring(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[ast.stmt]]:

@@ -29,6 +29,7 @@ block_complete = _core._prepared_block_complete
 list_first = _core._prepared_list_first
 list_first_call = _core._prepared_list_first_call
 list_scoped = _core._prepared_list_scoped
+list_new = _core._prepared_list_new
 slot_defer = _core._prepared_slot_defer
 slot_errdefer = _core._prepared_slot_errdefer
 slot_okdefer = _core._prepared_slot_okdefer

@@ -30,6 +30,8 @@ PyObject* prepared_scoped_slot(PyObject* module, PyObject* obj);
 PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* adefer(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames);
 PyObject* ascoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// An empty DeferList, for a list slot filled by defers used as expressions.
+PyObject* prepared_list_new(PyObject* module, PyObject* unused);
 // A loop's first defer in an open-coded frame: a new DeferList holding the entry.
 PyObject* prepared_list_first(PyObject* module, PyObject* fn);
 PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_ssize_t nargs,
@@ -38,8 +40,9 @@ PyObject* prepared_list_first_call(PyObject* module, PyObject* const* args, Py_s
 // exit to the loop's DeferList (made if None) and returns (list, value).
 PyObject* prepared_list_scoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
-// A slot's fill in an open-coded frame, (state, fn): fn, checked callable, when the slot may keep
-// it (state None); else the call goes to the core and None comes back.
+// A slot's fill in an open-coded frame, (fn, state): fn, checked callable, when the slot may keep
+// it (state None); else the call goes to the core and None comes back. The state comes last, so
+// it is read after fn is evaluated (which may have made the core hold entries of the frame).
 template <Kind K>
 PyObject* prepared_slot_fill(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 

@@ -112,11 +112,11 @@ PyObject* prepared_slot_fill(PyObject* module, PyObject* const* args, Py_ssize_t
         PyErr_SetString(PyExc_SystemError, "godefer: malformed open-coded slot fill");
         return nullptr;
     }
-    PyObject* fn = args[1];
+    PyObject* fn = args[0];
     if (require_callable(fn, K) < 0) {
         return nullptr;
     }
-    if (args[0] == Py_None) {
+    if (args[1] == Py_None) {
         return Py_NewRef(fn);
     }
     if (schedule(module_state(module), K, fn, nullptr, 0, nullptr, kind_name(K), true) < 0) {

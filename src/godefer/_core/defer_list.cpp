@@ -15,23 +15,30 @@ namespace godefer {
 
 namespace {
 
-// defer(f) in a loop: the entry is `f` itself.
+// defer(f) in a loop: the entry is `f` itself. Returns f, what defer(f) returns, so that a
+// defer used as an expression is this one call.
 PyObject* defer_list_push(PyObject* self, PyObject* fn) {
     if (require_callable(fn, Kind::always) < 0 || PyList_Append(self, fn) < 0) {
         return nullptr;
     }
-    Py_RETURN_NONE;
+    return Py_NewRef(fn);
 }
 
 constexpr unsigned header_kind_mask = 3U;
 constexpr unsigned header_kwargs_bit = 4U;
 constexpr unsigned header_count_shift = 3U;
 
-// push_call(kind, f, *args, **kwargs): the items of one entry (defer_list.hpp).
+// push_call(kind, f, *args, **kwargs): the items of one entry (defer_list.hpp). Returns f.
 PyObject* defer_list_push_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
                                PyObject* kwnames) {
-    if (nargs < 2 || !PyLong_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "push_call(kind, fn, *args, **kwargs)");
+    if (nargs < 1 || !PyLong_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_SystemError, "godefer: push_call(kind, fn, *args, **kwargs)");
+        return nullptr;
+    }
+    if (nargs < 2) {  // defer(*()): no callable at all
+        PyErr_SetString(PyExc_TypeError,
+                        "defer() needs the callable to defer as its first argument, like "
+                        "defer(f, *args)");
         return nullptr;
     }
     const long kind = PyLong_AsLong(args[0]);
@@ -73,14 +80,48 @@ PyObject* defer_list_push_call(PyObject* self, PyObject* const* args, Py_ssize_t
         static_cast<void>(PyList_SetSlice(self, size, PyList_GET_SIZE(self), nullptr));
         return nullptr;
     }
-    Py_RETURN_NONE;
+    return Py_NewRef(args[1]);
 }
 
-std::array<PyMethodDef, 3> defer_list_methods = {{
-    {"push", defer_list_push, METH_O, "Append a deferred call of fn() (fn must be callable)."},
+// scoped(obj) into `list`: enters obj and appends its exit as an entry with no arguments,
+// returning the value. If the entry cannot be appended, obj is exited at once, not never.
+PyObject* append_scoped(PyObject* module, PyObject* list, PyObject* obj) {
+    Ref entered = Ref::steal(prepared_scoped_slot(module, obj));
+    if (!entered) {
+        return nullptr;
+    }
+    PyObject* exit = PyTuple_GET_ITEM(entered.get(), 0);
+    // The kind (Kind::exit_cm or Kind::always for close()) is the whole header of an entry with
+    // no arguments.
+    PyObject* header = PyTuple_GET_ITEM(entered.get(), 1);
+    const Py_ssize_t size = PyList_GET_SIZE(list);
+    if (PyList_Append(list, exit) < 0 || PyList_Append(list, header) < 0) {
+        static_cast<void>(PyList_SetSlice(list, size, PyList_GET_SIZE(list), nullptr));
+        Ref exc = compat::fetch_exception();
+        const bool cm = PyLong_AsLong(header) == static_cast<long>(Kind::exit_cm);
+        Ref ignored =
+            Ref::steal(cm ? PyObject_CallFunctionObjArgs(exit, Py_None, Py_None, Py_None, nullptr)
+                          : PyObject_CallNoArgs(exit));
+        compat::restore_exception(std::move(exc));
+        return nullptr;
+    }
+    return Py_NewRef(PyTuple_GET_ITEM(entered.get(), 2));
+}
+
+// push_scoped(obj): scoped(obj) used as an expression; returns the value.
+PyObject* defer_list_push_scoped(PyObject* self, PyObject* obj) {
+    PyObject* module = PyType_GetModule(Py_TYPE(self));
+    return module != nullptr ? append_scoped(module, self, obj) : nullptr;
+}
+
+std::array<PyMethodDef, 4> defer_list_methods = {{
+    {"push", defer_list_push, METH_O,
+     "Append a deferred call of fn() (fn must be callable); return fn."},
     {"push_call", fastcall(defer_list_push_call), METH_FASTCALL | METH_KEYWORDS,
      "Append a deferred call of kind (0 defer, 1 errdefer, 2 okdefer): push_call(kind, fn, "
-     "*args, **kwargs)."},
+     "*args, **kwargs); return fn."},
+    {"push_scoped", defer_list_push_scoped, METH_O,
+     "Enter obj as scoped(obj) does and append its exit; return the value."},
     {nullptr, nullptr, 0, nullptr},
 }};
 
@@ -105,9 +146,17 @@ PyObject* new_defer_list(PyObject* module) {
 
 }  // namespace
 
+PyObject* prepared_list_new(PyObject* module, PyObject* /*unused*/) {
+    return new_defer_list(module);
+}
+
 PyObject* prepared_list_first(PyObject* module, PyObject* fn) {
     Ref list = Ref::steal(new_defer_list(module));
-    if (!list || defer_list_push(list.get(), fn) == nullptr) {
+    if (!list) {
+        return nullptr;
+    }
+    Ref pushed = Ref::steal(defer_list_push(list.get(), fn));
+    if (!pushed) {
         return nullptr;
     }
     return list.release();
@@ -131,31 +180,15 @@ PyObject* prepared_list_scoped(PyObject* module, PyObject* const* args, Py_ssize
         PyErr_SetString(PyExc_SystemError, "godefer: _prepared_list_scoped(list or None, obj)");
         return nullptr;
     }
-    Ref entered = Ref::steal(prepared_scoped_slot(module, args[1]));
-    if (!entered) {
-        return nullptr;
-    }
-    PyObject* exit = PyTuple_GET_ITEM(entered.get(), 0);
-    // The kind (Kind::exit_cm or Kind::always for close()) is the whole header of an entry with
-    // no arguments.
-    PyObject* header = PyTuple_GET_ITEM(entered.get(), 1);
     Ref list = args[0] != Py_None ? Ref::borrow(args[0]) : Ref::steal(new_defer_list(module));
-    const Py_ssize_t size = list ? PyList_GET_SIZE(list.get()) : 0;
-    if (!list || PyList_Append(list.get(), exit) < 0 || PyList_Append(list.get(), header) < 0) {
-        if (list) {
-            static_cast<void>(
-                PyList_SetSlice(list.get(), size, PyList_GET_SIZE(list.get()), nullptr));
-        }
-        // Entered but not scheduled (no memory): exit now rather than never.
-        Ref exc = compat::fetch_exception();
-        const bool cm = PyLong_AsLong(header) == static_cast<long>(Kind::exit_cm);
-        Ref ignored =
-            Ref::steal(cm ? PyObject_CallFunctionObjArgs(exit, Py_None, Py_None, Py_None, nullptr)
-                          : PyObject_CallNoArgs(exit));
-        compat::restore_exception(std::move(exc));
+    if (!list) {
         return nullptr;
     }
-    return PyTuple_Pack(2, list.get(), PyTuple_GET_ITEM(entered.get(), 2));
+    Ref value = Ref::steal(append_scoped(module, list.get(), args[1]));
+    if (!value) {
+        return nullptr;
+    }
+    return PyTuple_Pack(2, list.get(), value.get());
 }
 
 bool list_entry_before(PyObject* list, Py_ssize_t end, ListEntry& out) {
