@@ -249,6 +249,32 @@ def s_decorated(x):
         sink(x)
 
     return x
+
+
+def s_pair(x):
+    _ = (defer(sink, x), errdefer(sink, x), defer(sink, defer(sink, x)))
+    return x
+
+
+def s_pushed(x):
+    _ = (defer(sink, x), defer(sink, x)) if x is not None else None
+    return x
+
+
+def s_pushed_raise(x):
+    _ = (defer(sink, x), errdefer(sink, x)) if x is not None else None
+    raise Boom(x)
+
+
+def s_scoped_expression(x):
+    return [scoped(CM(x)), scoped(Closable(x)).x][0]
+
+
+def s_loop_expression(x):
+    for _ in range(2):
+        _ = defer(sink, x)
+        _ = [scoped(CM(x))]
+    return x
 """
 
 # name -> (exception the call raises or None, deferred calls made per call)
@@ -279,6 +305,11 @@ SCENARIOS = {
     "recover() inline": (None, 1),
     "defer as an expression": (None, 1),
     "@defer def": (None, 1),
+    "several defers in a statement": (None, 3),
+    "defers pushed onto a list": (None, 2),
+    "pushed + exception": ("Boom", 2),
+    "scoped() in an expression": (None, 2),
+    "expressions in a loop": (None, 4),
 }
 FUNCS = {
     "defer": "s_defer",
@@ -307,6 +338,11 @@ FUNCS = {
     "recover() inline": "s_recover_inline",
     "defer as an expression": "s_expression",
     "@defer def": "s_decorated",
+    "several defers in a statement": "s_pair",
+    "defers pushed onto a list": "s_pushed",
+    "pushed + exception": "s_pushed_raise",
+    "scoped() in an expression": "s_scoped_expression",
+    "expressions in a loop": "s_loop_expression",
 }
 
 
