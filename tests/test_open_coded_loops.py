@@ -263,3 +263,30 @@ def scoped_in_a_loop_after_core_entry():
 def test_scoped_in_a_loop_after_a_core_entry_joins_the_core():
     scoped_in_a_loop_after_core_entry()
     assert LOG == [("close", 1), ("close", 0), "core"]
+
+
+def mixed_entries_one_raising():
+    def boom():
+        LOG.append("boom")
+        raise ValueError("entry")
+
+    for i in range(5):
+        if i == 0:
+            defer(note(0))  # plain: called by the frame's bytecode
+        elif i == 1:
+            defer(LOG.append, ("args", 1))  # with arguments: called by the drain
+        elif i == 2:
+            defer(boom)
+        elif i == 3:
+            okdefer(LOG.append, ("ok", 3))
+        else:
+            errdefer(LOG.append, ("err", 4))  # returning: dropped
+            defer(note(4))
+    return "done"
+
+
+def test_a_raising_entry_hands_the_rest_of_the_list_to_the_core():
+    assert list_slot(mixed_entries_one_raising)
+    with pytest.raises(ValueError, match="entry"):
+        mixed_entries_one_raising()
+    assert LOG == [4, ("ok", 3), "boom", ("args", 1), 0]

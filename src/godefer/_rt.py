@@ -23,7 +23,6 @@ complete = _core._prepared_complete
 unwind = _core._prepared_unwind
 unwind_slots = _core._prepared_unwind_slots
 complete_slots = _core._prepared_complete_slots
-run_list = _core._prepared_run_list
 block_unwind = _core._prepared_block_unwind
 block_complete = _core._prepared_block_complete
 list_first = _core._prepared_list_first

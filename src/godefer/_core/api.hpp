@@ -14,6 +14,7 @@ PyTypeObject* make_block_scope_type(PyObject* module);
 PyTypeObject* make_scope_bound_meta(PyObject* module);
 PyTypeObject* make_close_token_type(PyObject* module);
 PyTypeObject* make_defer_list_type(PyObject* module);
+PyTypeObject* make_drain_type(PyObject* module);
 
 // Casts a METH_FASTCALL (| METH_KEYWORDS) function for a PyMethodDef.
 template <typename F>

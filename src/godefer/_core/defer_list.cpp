@@ -114,7 +114,116 @@ PyObject* defer_list_push_scoped(PyObject* self, PyObject* obj) {
     return module != nullptr ? append_scoped(module, self, obj) : nullptr;
 }
 
-std::array<PyMethodDef, 4> defer_list_methods = {{
+// The DeferList's drain(): an iterator that takes the entries off the list, last first, as a
+// normal return runs them. It hands a plain entry's callable (a call with no arguments, not an
+// errdefer) to the frame, whose bytecode calls it (cheaper than a call from C into Python), and
+// makes any other call itself; errdefer entries are dropped (nothing is in flight). Each entry
+// leaves the list before its call, so if a call raises, the list holds exactly the entries still
+// pending, for the core.
+struct DrainObject {
+    PyObject_HEAD
+    PyObject* list;
+};
+
+// The entry that ends the list, taken off it: `owned` holds its callable and kwargs, `args` its
+// arguments when it is called with any (not for exit_cm, which gets three Nones).
+bool take_last_entry(PyObject* list, ListEntry& entry, std::array<Ref, 2>& owned, Ref& args) {
+    const Py_ssize_t end = PyList_GET_SIZE(list);
+    if (!list_entry_before(list, end, entry)) {
+        return false;
+    }
+    PyObject** items = reinterpret_cast<PyListObject*>(list)->ob_item;
+    const bool plain = entry.nargs == 0 && entry.kwargs == nullptr;
+    if (entry.kind != Kind::exit_cm && !plain) {
+        args = Ref::steal(PyTuple_New(entry.nargs));
+        if (!args) {
+            return false;
+        }
+        for (Py_ssize_t i = 0; i < entry.nargs; ++i) {
+            PyTuple_SET_ITEM(args.get(), i, Py_NewRef(entry.args[i]));
+        }
+    }
+    owned[0] = Ref::borrow(entry.fn);
+    owned[1] = entry.kwargs != nullptr ? Ref::borrow(entry.kwargs) : Ref{};
+    // The list lets go of the entry's items before anything is called.
+    Py_SET_SIZE(reinterpret_cast<PyVarObject*>(list), entry.start);
+    for (Py_ssize_t i = entry.start; i < end; ++i) {
+        Py_DECREF(items[i]);
+        items[i] = nullptr;
+    }
+    return true;
+}
+
+PyObject* drain_next(PyObject* self) {
+    PyObject* list = reinterpret_cast<DrainObject*>(self)->list;
+    while (PyList_GET_SIZE(list) > 0) {
+        ListEntry entry;
+        std::array<Ref, 2> owned;  // fn, kwargs
+        Ref args;
+        if (!take_last_entry(list, entry, owned, args)) {
+            return nullptr;
+        }
+        if (entry.kind == Kind::on_error) {
+            continue;  // returning: nothing in flight
+        }
+        if (entry.kind != Kind::exit_cm && !args) {
+            return owned[0].release();  // the frame calls it
+        }
+        Ref res;
+        if (entry.kind == Kind::exit_cm) {  // scoped(cm): __exit__ with no exception
+            res = Ref::steal(
+                PyObject_CallFunctionObjArgs(owned[0].get(), Py_None, Py_None, Py_None, nullptr));
+        } else {
+            res = Ref::steal(PyObject_Call(owned[0].get(), args.get(), owned[1].get()));
+        }
+        if (!res) {
+            return nullptr;
+        }
+    }
+    return nullptr;  // exhausted: StopIteration, with no exception set
+}
+
+void drain_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    Py_XDECREF(reinterpret_cast<DrainObject*>(self)->list);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+std::array<PyType_Slot, 5> drain_slots = {{
+    {Py_tp_iter, reinterpret_cast<void*>(PyObject_SelfIter)},
+    {Py_tp_iternext, reinterpret_cast<void*>(drain_next)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(drain_dealloc)},
+    {Py_tp_doc, const_cast<char*>("The calls of a DeferList on a normal return, last first.")},
+    {0, nullptr},
+}};
+
+PyType_Spec drain_spec = {
+    "godefer._core.DeferListDrain",
+    sizeof(DrainObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    drain_slots.data(),
+};
+
+// drain(): see DrainObject.
+PyObject* defer_list_drain(PyObject* self, PyObject* /*unused*/) {
+    PyObject* module = PyType_GetModule(Py_TYPE(self));
+    if (module == nullptr) {
+        return nullptr;
+    }
+    auto* it = PyObject_New(DrainObject, module_state(module)->drain_type);
+    if (it == nullptr) {
+        return nullptr;
+    }
+    it->list = Py_NewRef(self);
+    return reinterpret_cast<PyObject*>(it);
+}
+
+std::array<PyMethodDef, 5> defer_list_methods = {{
+    {"drain", defer_list_drain, METH_NOARGS,
+     "An iterator over a normal return's calls, last first: yields the plain callables for the "
+     "caller to call, makes the other calls itself."},
     {"push", defer_list_push, METH_O,
      "Append a deferred call of fn() (fn must be callable); return fn."},
     {"push_call", fastcall(defer_list_push_call), METH_FASTCALL | METH_KEYWORDS,
@@ -216,6 +325,10 @@ bool list_entry_before(PyObject* list, Py_ssize_t end, ListEntry& out) {
     out.nargs = count;
     out.kwargs = has_kwargs ? items[end - 2] : nullptr;
     return true;
+}
+
+PyTypeObject* make_drain_type(PyObject* module) {
+    return reinterpret_cast<PyTypeObject*>(PyType_FromModuleAndSpec(module, &drain_spec, nullptr));
 }
 
 PyTypeObject* make_defer_list_type(PyObject* module) {

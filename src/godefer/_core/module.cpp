@@ -104,8 +104,6 @@ PyMethodDef module_methods[] = {
      "(kind, fn, args, kwargs)."},
     {"_prepared_list_scoped", fastcall(prepared_list_scoped), METH_FASTCALL,
      "scoped(obj) in a loop of an open-coded function: (list or None, obj) -> (list, value)."},
-    {"_prepared_run_list", prepared_run_list, METH_O,
-     "Run a loop's list slot of an open-coded frame on return, last entry first."},
     {"_prepared_slot_defer", fastcall(prepared_slot_fill<Kind::always>), METH_FASTCALL,
      "defer(fn) into an open-coded slot: (fn, state) -> fn, or None if the core took it."},
     {"_prepared_slot_errdefer", fastcall(prepared_slot_fill<Kind::on_error>), METH_FASTCALL,
@@ -170,8 +168,10 @@ int module_exec(PyObject* module) {
     st->scope_bound_meta = make_scope_bound_meta(module);
     st->close_token_type = make_close_token_type(module);
     st->defer_list_type = make_defer_list_type(module);
+    st->drain_type = make_drain_type(module);
     if (add_type(module, "Defer", st->defer_type) < 0 ||
         add_type(module, "DeferList", st->defer_list_type) < 0 ||
+        add_type(module, "DeferListDrain", st->drain_type) < 0 ||
         add_type(module, "BlockScope", st->block_scope_type) < 0 ||
         add_type(module, "ScopeBoundMeta", st->scope_bound_meta) < 0 ||
         add_type(module, "CloseToken", st->close_token_type) < 0) {
@@ -210,6 +210,7 @@ int module_traverse(PyObject* module, visitproc visit, void* arg) {
     }
     Py_VISIT(st->defer_type);
     Py_VISIT(st->defer_list_type);
+    Py_VISIT(st->drain_type);
     Py_VISIT(st->block_scope_type);
     Py_VISIT(st->scope_bound_meta);
     Py_VISIT(st->close_token_type);
@@ -230,6 +231,7 @@ int module_clear(PyObject* module) {
     }
     Py_CLEAR(st->defer_type);
     Py_CLEAR(st->defer_list_type);
+    Py_CLEAR(st->drain_type);
     Py_CLEAR(st->block_scope_type);
     Py_CLEAR(st->scope_bound_meta);
     Py_CLEAR(st->close_token_type);

@@ -14,6 +14,7 @@ struct ModuleState {
     PyTypeObject* scope_bound_meta = nullptr;  // metaclass of ScopeBound
     PyTypeObject* close_token_type = nullptr;  // ScopeBound's scheduled close
     PyTypeObject* defer_list_type = nullptr;   // a loop's slot in an open-coded frame
+    PyTypeObject* drain_type = nullptr;        // DeferList.drain()
     PyObject* not_prepared_error = nullptr;
     PyObject* str_enter = nullptr;
     PyObject* str_exit = nullptr;

@@ -1,6 +1,5 @@
 #include "open_coded.hpp"
 
-#include <algorithm>
 #include <string_view>
 #include <vector>
 
@@ -390,62 +389,6 @@ PyObject* prepared_block_complete(PyObject* module, PyObject* const* args, Py_ss
     const std::size_t floor = scope->marks.back();
     scope->marks.pop_back();
     return drain_block(st, frame, scope, floor, args, nargs, PY_SSIZE_T_MAX, nullptr, nullptr);
-}
-
-PyObject* prepared_run_list(PyObject* /*module*/, PyObject* list) {
-    if (!PyList_Check(list)) {
-        PyErr_SetString(PyExc_TypeError, "_prepared_run_list() takes a list");
-        return nullptr;
-    }
-    // Last first. An entry leaves the list (its items become None) before its call; if one
-    // raises, the list is cut to exactly the entries still pending, which the frame's handler
-    // gives the core.
-    for (Py_ssize_t end = PyList_GET_SIZE(list); end > 0;) {
-        end = std::min(end, PyList_GET_SIZE(list));  // the list is the frame's: keep to its size
-        ListEntry entry;
-        if (end == 0 || !list_entry_before(list, end, entry)) {
-            break;
-        }
-        Ref fn = Ref::borrow(entry.fn);
-        Ref kwargs = entry.kwargs != nullptr ? Ref::borrow(entry.kwargs) : Ref{};
-        Ref args;
-        if (entry.args != nullptr) {
-            args = Ref::steal(PyTuple_New(entry.nargs));
-            if (!args) {
-                return nullptr;
-            }
-            for (Py_ssize_t i = 0; i < entry.nargs; ++i) {
-                PyTuple_SET_ITEM(args.get(), i, Py_NewRef(entry.args[i]));
-            }
-        }
-        // The entry leaves the list (None in its items) before its call.
-        PyObject** items = reinterpret_cast<PyListObject*>(list)->ob_item;
-        for (Py_ssize_t i = entry.start; i < end; ++i) {
-            Py_SETREF(items[i], Py_NewRef(Py_None));
-        }
-        end = entry.start;
-        if (entry.kind == Kind::on_error) {
-            continue;  // returning: nothing in flight
-        }
-        Ref res;
-        if (entry.kind == Kind::exit_cm) {  // scoped(cm) in the loop: __exit__ with no exception
-            res = Ref::steal(
-                PyObject_CallFunctionObjArgs(fn.get(), Py_None, Py_None, Py_None, nullptr));
-        } else {
-            res = Ref::steal(args ? PyObject_Call(fn.get(), args.get(), kwargs.get())
-                                  : PyObject_CallNoArgs(fn.get()));
-        }
-        if (!res) {
-            // Deleting the tail (entries already replaced by None) cannot fail.
-            static_cast<void>(PyList_SetSlice(list, end, PyList_GET_SIZE(list), nullptr));
-            return nullptr;
-        }
-    }
-    if (PyErr_Occurred() != nullptr ||
-        PyList_SetSlice(list, 0, PyList_GET_SIZE(list), nullptr) < 0) {
-        return nullptr;
-    }
-    Py_RETURN_NONE;
 }
 
 PyObject* mark_open_coded(PyObject* module, PyObject* code_obj) {

@@ -77,8 +77,6 @@ bool calling_block_slot(ModuleState* st, _PyInterpreterFrame* frame);
 // _prepared_block_complete(*groups): a normal exit of a block whose entries the core holds too.
 PyObject* prepared_block_unwind(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_block_complete(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
-// _prepared_run_list(list): a loop's list slot on a normal return, last entry first.
-PyObject* prepared_run_list(PyObject* module, PyObject* list);
 PyObject* mark_open_coded(PyObject* module, PyObject* code);
 
 }  // namespace godefer
