@@ -36,7 +36,7 @@ SUBJECTS = (
     ("one_defer", "godefer_prepared_block", "tryfinally_if"),
     ("one_defer", "godefer_prepared_expr", "tryfinally"),
     ("one_defer", "godefer_prepared_scope", "tryfinally"),
-    ("one_defer", "godefer_prepared_list", "tryfinally"),
+    ("one_defer", "godefer_prepared_core", "tryfinally"),
     ("one_defer", "godefer_runtime", "tryfinally"),
     ("one_defer", "exitstack", "tryfinally"),
     ("raise_one", "tryfinally", None),

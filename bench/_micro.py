@@ -175,9 +175,9 @@ def one_defer_candidates() -> list[Candidate]:
             lambda: prepared("one_defer_scope"),
         ),
         Candidate(
-            "godefer_prepared_list",
-            "godefer prepared: defer(*args), pushed onto a list slot (open-coded)",
-            lambda: prepared("one_defer_listed"),
+            "godefer_prepared_core",
+            "godefer prepared: generic function, defer(*args) (core-held)",
+            lambda: prepared("one_defer_core"),
         ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),
         Candidate("exitstack", "contextlib.ExitStack().callback(fn)", plain(EXITSTACK_ONE)),

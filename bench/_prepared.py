@@ -5,10 +5,11 @@ path of DESIGN.md section 3). The bench imports this module lazily, only in the 
 that are about godefer, and reports whether each code object was actually rewritten.
 
 Defers are open-coded: a defer outside loops, as a statement, an expression or ``@defer`` on a
-nested def, keeps its callee and arguments in frame locals; the defers of a loop share a list in a
-frame local. They run inline on return. A ``with scope():`` block gets slots of its own in the
-same way (``one_defer_scope``). A defer that cannot have a slot of its own is pushed onto a list
-slot of its statement (``one_defer_listed``: a defer whose callee comes from ``*args``).
+nested def, keeps its callee and arguments in frame locals; the defers of a loop, and those of a
+statement that cannot give each a slot, share a list in a frame local. They run inline on return.
+A ``with scope():`` block gets slots of its own in the same way (``one_defer_scope``). A lone
+defer that cannot have a slot (``one_defer_core``: a callee that comes from ``*args``) is kept by
+the C++ core, as are the calls of a function with a defer in a comprehension.
 """
 
 from godefer import defer, scope
@@ -38,7 +39,7 @@ def one_defer_scope(fn):
         defer(fn)
 
 
-def one_defer_listed(fn):
+def one_defer_core(fn):
     defer(*(fn,))
 
 

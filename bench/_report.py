@@ -65,7 +65,7 @@ INSTRUCTION_BARS = (
     ("one_defer", "godefer_prepared_block", "prepared, defer inside an if"),
     ("one_defer", "godefer_prepared_expr", "prepared, defer as an expression"),
     ("one_defer", "godefer_prepared_scope", "prepared, defer in a scope() block"),
-    ("one_defer", "godefer_prepared_list", "prepared, defer pushed onto a list slot"),
+    ("one_defer", "godefer_prepared_core", "prepared, generic function (core-held)"),
     ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
 )
 
@@ -107,7 +107,7 @@ def bars(res: dict) -> list[dict]:
     for key, what in (
         ("godefer_prepared_expr", "used as an expression"),
         ("godefer_prepared_scope", "in a scope() block"),
-        ("godefer_prepared_list", "pushed onto a list slot"),
+        ("godefer_prepared_core", "in a generic function (core-held)"),
     ):
         r = ratio(key)
         add(
@@ -132,7 +132,7 @@ def bars(res: dict) -> list[dict]:
         ("godefer_prepared_block", "inside an if"),
         ("godefer_prepared_expr", "expression"),
         ("godefer_prepared_scope", "scope() block"),
-        ("godefer_prepared_list", "pushed onto a list slot"),
+        ("godefer_prepared_core", "generic, core-held"),
     ):
         row = one.get(key, {})
         f = row.get("exitstack_over_this") if row.get("status") == "ok" else None

@@ -5,11 +5,11 @@ outside loops, including each defer of a statement that holds several when the s
 evaluates its parts left to right (slots in the order the calls complete, a call after its
 arguments); a loop's plain statements share the loop's list. Every other defer of the
 function's own code (in a conditional expression or an assignment's targets, a defer used as an
-expression in a loop or a while test, scoped() inside a larger expression, a starred callee,
-`@defer` on a def in a loop, the groups beyond the 16th) is pushed, as it runs, onto a list slot
-of its statement (or of its outermost loop). Each case here is prepared from source and run side
-by side with the same source on the runtime path (compiled from a string, so not prepared): both
-must leave the same log and outcome.
+expression in a loop or a while test, scoped() among several defers, `@defer` on a def in a
+loop, the groups beyond the 16th) is pushed, as it runs, onto a list slot of its statement (or of
+its outermost loop); a lone starred callee goes to the core. Each case here is prepared from
+source and run side by side with the same source on the runtime path (compiled from a string,
+so not prepared): both must leave the same log and outcome.
 """
 
 from __future__ import annotations
@@ -143,10 +143,12 @@ CASES = {
                 raise KeyError("body")
     """,
     ),
+    # One starred callee goes to the core when it runs (the frame's state becomes 3).
     "starred_callee": (
-        LIST,
+        SLOTS,
         """
         def f(log, fail):
+            defer(log.append, "slot")
             defer(*(log.append, "star"))
             okdefer(*(log.append,), **{})
             log.append("body")
@@ -354,10 +356,14 @@ def f(log, bad):
     assert log == ["first", "before"]
 
 
-def test_a_starred_callee_with_nothing_to_call_is_a_type_error(tmp_path):
-    ns = _prepared("def f(log):\n    defer(*())\n", tmp_path)
-    with pytest.raises(TypeError, match="needs the callable"):
-        ns["f"]([])
+@pytest.mark.parametrize("where", ["statement", "loop"])
+def test_a_starred_callee_with_nothing_to_call_is_a_type_error(where, tmp_path):
+    body = "defer(*())" if where == "statement" else "for _ in (1,):\n        x = defer(*())"
+    ns = _prepared(f"def f(log):\n    defer(log.append, 1)\n    {body}\n", tmp_path)
+    log: list = []
+    with pytest.raises(TypeError, match="needs the function to schedule"):
+        ns["f"](log)
+    assert log == [1]
 
 
 def test_recover_and_set_result_from_a_pushed_defer(tmp_path):

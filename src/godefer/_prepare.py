@@ -320,13 +320,14 @@ class Preparer(ast.NodeTransformer):
         expression in such a statement, when it is the statement's only one (the order in which
         a statement evaluates its parts is not always textual). The defers of one outermost
         loop share a slot holding a list: all of them run between the slots before the loop and
-        those after it. By the same argument, the defers of a statement that cannot own a slot
-        (several in it, scoped() inside a larger expression, a starred callee) share a list slot
-        of the statement, and defers used as expressions in a loop are pushed onto the loop's
-        list (_pushed). Beyond MAX_OPEN_CODED groups, the last groups share one list
-        (_overflowed). Defers in a `with scope():` block belong to the block, which keeps them
-        in the core, unless the block can be open-coded too (_block_slots). A defer in a
-        comprehension makes the function generic. Returns (slots, blocks).
+        those after it. By the same argument, the defers of a statement that holds several and
+        cannot give each a slot (_slots_of_uses) share a list slot of the statement, and defers
+        used as expressions in a loop are pushed onto the loop's list (_pushed); a lone defer
+        that cannot own a slot (a starred callee) goes to the core when it runs. Beyond
+        MAX_OPEN_CODED groups, the last groups share one list (_overflowed). Defers in a
+        `with scope():` block belong to the block, which keeps them in the core, unless the
+        block can be open-coded too (_block_slots). A defer in a comprehension makes the
+        function generic. Returns (slots, blocks).
         """
         slots: dict[int, SlotCall] = {}
         blocks: dict[int, dict[int, SlotCall]] = {}
@@ -357,6 +358,11 @@ class Preparer(ast.NodeTransformer):
                 slots.update(several)
                 claimed.update(id(name) for _, name in uses)
                 groups += [k for k in several if k not in groups]
+                continue
+            elif uses and len(uses) == 1 and loop is None and not isinstance(stmt, _LOOPS):
+                # `defer(*args)`: the core takes it when it runs (the frame's state becomes 3),
+                # cheaper for one call than a list of its own.
+                claimed.add(id(uses[0][1]))
                 continue
             elif uses:
                 slots.update(self._pushed(stmt, uses, key))
@@ -458,8 +464,8 @@ class Preparer(ast.NodeTransformer):
         self, stmt: ast.stmt, uses: list[tuple[ast.expr, ast.expr]], key: int
     ) -> dict[int, SlotCall]:
         """The uses of a statement that has no slot of its own (several defers in it, a defer
-        used as an expression in a loop, scoped() inside a larger expression, a starred
-        callee): each is pushed onto one list slot, the statement's or its loop's, as it runs.
+        used as an expression in a loop): each is pushed onto one list slot, the statement's or
+        its loop's, as it runs.
         A statement runs at most once per call outside loops, so its list runs between the
         slots before it and after it, as a loop's does."""
         pushed: dict[int, SlotCall] = {}
@@ -2026,6 +2032,7 @@ class _ReplaceSentinels(ast.NodeTransformer):
         return super().generic_visit(node)
 
 
+_LOOPS = (ast.For, ast.AsyncFor, ast.While)  # their own expressions too may run repeatedly
 _NESTED_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 

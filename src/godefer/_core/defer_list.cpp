@@ -35,15 +35,17 @@ PyObject* defer_list_push_call(PyObject* self, PyObject* const* args, Py_ssize_t
         PyErr_SetString(PyExc_SystemError, "godefer: push_call(kind, fn, *args, **kwargs)");
         return nullptr;
     }
-    if (nargs < 2) {  // defer(*()): no callable at all
-        PyErr_SetString(PyExc_TypeError,
-                        "defer() needs the callable to defer as its first argument, like "
-                        "defer(f, *args)");
-        return nullptr;
-    }
     const long kind = PyLong_AsLong(args[0]);
     if (kind < 0 || kind > static_cast<long>(Kind::on_success)) {
         PyErr_SetString(PyExc_ValueError, "push_call(): unknown kind");
+        return nullptr;
+    }
+    if (nargs < 2) {  // defer(*()): no callable at all
+        const char* name = kind_name(static_cast<Kind>(kind));
+        PyErr_Format(PyExc_TypeError,
+                     "%s() needs the function to schedule as its first argument: "
+                     "%s(fn, *args, **kwargs)",
+                     name, name);
         return nullptr;
     }
     if (require_callable(args[1], static_cast<Kind>(kind)) < 0) {
