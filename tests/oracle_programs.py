@@ -821,7 +821,19 @@ class _Renderer:
 
     def block(self, stmts: tuple, ind: int) -> None:
         start = len(self.out)
+        paired = False
         for k, s in enumerate(stmts):
+            if paired:  # rendered with the defer before it
+                paired = False
+                continue
+            nxt = stmts[k + 1] if k + 1 < len(stmts) else None
+            if self._pairs(s, nxt):
+                # Two defers in one statement, scheduled left to right as two statements would
+                # be: a slot each outside loops, the loop's list inside one.
+                assert isinstance(s, Defer) and isinstance(nxt, Defer)
+                self.line(ind, f"_p{s.site} = ({self._call(s)}, {self._call(nxt)})")
+                paired = True
+                continue
             if self.style == "tryfinally":
                 rest = stmts[k + 1 :]
                 if isinstance(s, Defer):
@@ -839,6 +851,18 @@ class _Renderer:
             self.stmt(s, ind)
         if len(self.out) == start:
             self.line(ind, "pass")
+
+    def _pairs(self, s: object, nxt: object) -> bool:
+        return (
+            self.style == "godefer"
+            and isinstance(s, Defer)
+            and isinstance(nxt, Defer)
+            and s.site % 4 == 3
+        )
+
+    def _call(self, d: Defer) -> str:
+        callee, pos, kw = _call_parts(d.target, self.prefix)
+        return f"{d.kind}({_arglist([callee, *pos], kw)})"
 
     def guarded(self, cond: Cond | None, ind: int, text: str) -> None:
         if cond is None:

@@ -32,6 +32,7 @@ import functools
 import importlib
 import itertools
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -659,13 +660,15 @@ def test_selfcheck_extended_coverage():
 
 
 def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
-    """The prepared programs hold functions with slots, loop lists, and lists their statements'
-    pushes fill (a defer in a conditional expression), so the comparisons cover each."""
+    """The prepared programs hold functions with slots, loop lists, lists their statements'
+    pushes fill (a defer in a conditional expression), and statements holding two defers, so
+    the comparisons cover each."""
     indexes = _extended_indexes()[:60]
     progs = [_program("extended", i) for i in indexes]
     kinds: Counter = Counter()
     for prog, imported in zip(progs, import_programs(progs), strict=True):
         assert imported.error is None, imported.error
+        kinds["paired"] += len(re.findall(r"_p\d+ = \(", op.render_godefer_module(prog)))
         for f in prog.functions:
             code = imported.namespace[f"f{f.index}"].__code__
             names = code.co_names
@@ -677,3 +680,4 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
     assert kinds["open_coded"] >= 30, kinds
     assert kinds["pushed"] >= 5, kinds
     assert kinds["loop_list"] >= 5, kinds
+    assert kinds["paired"] >= 5, kinds

@@ -333,6 +333,105 @@ def test_coverage_expected_sets_are_consistent():
     assert lines[36].strip() == 'log.append("flag")'
 
 
+# --- line events of every slot shape -------------------------------------------------------------
+
+SHAPES_HEAD = """\
+import contextlib
+from godefer import defer, errdefer, scope, scoped
+
+
+def shapes(log, n):
+    defer(log.append, "first")
+"""
+SHAPES_TAIL = """\
+    log.append("end")
+    return len(log)
+"""
+# Body parts between the head and the tail: slots that may be unreached (an `if`, a loop), a
+# loop's list, a statement's slots and list, scoped() in an expression, a block, and returns.
+SHAPES = {
+    "if": "    if n:\n        defer(log.append, 1)\n",
+    "loop": (
+        "    for i in range(n):\n        defer(log.append, i)\n        x = defer(log.append, i)\n"
+    ),
+    "pair": "    pair = (defer(log.append, 'a'), errdefer(log.append, 'b'))\n",
+    "pushed": "    c = (defer(log.append, 'c'), defer(log.append, 'd')) if n else None\n",
+    "scoped": "    name = scoped(contextlib.nullcontext('v')).upper()\n",
+    "block": "    with scope():\n        defer(log.append, 'block')\n",
+    "early": "    if n:\n        defer(log.append, 1)\n        if n > 1:\n            return 0\n",
+    "bare": "    if n:\n        defer(log.append, 1)\n        if n > 1:\n            return\n",
+    "fall_off": "    if n:\n        defer(log.append, 1)\n    if n > 1:\n        log.append(2)\n",
+    "return_in_try": (
+        "    if n:\n        defer(log.append, 1)\n    try:\n        if n > 1:\n"
+        "            return 7\n    finally:\n        log.append(3)\n"
+    ),
+    "return_in_with": (
+        "    if n:\n        defer(log.append, 1)\n    with contextlib.nullcontext():\n"
+        "        if n > 1:\n            return 7\n"
+    ),
+}
+# The same lines with defer & co. doing nothing: what a tracer sees of the user's code.
+FAKE_PRELUDE = """\
+import contextlib
+def defer(f, *a, **k): return f
+errdefer = defer
+scope = contextlib.nullcontext
+def scoped(cm): return cm.__enter__()
+"""
+# A return inside a try or with statement runs the exit in a `finally` shared by every return,
+# with no line of its own; on 3.11 and 3.12 the `return` after it reports the line that ran last
+# a second time (docs/semantics.md, "Line events").
+FINALLY_EXIT = pytest.mark.xfail(
+    sys.version_info < (3, 13), strict=True, reason="3.11/3.12: one more line event (documented)"
+)
+
+
+def _line_events(func, *args) -> list[int]:
+    code = func.__code__
+    seen: list[int] = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+        if event == "line":
+            seen.append(frame.f_lineno - code.co_firstlineno)
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        func(*args)
+    finally:
+        sys.settrace(None)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param(k, marks=FINALLY_EXIT) if k in ("return_in_try", "return_in_with") else k
+        for k in SHAPES
+    ],
+)
+@pytest.mark.parametrize("n", [0, 2])
+def test_line_events_of_every_slot_shape_are_the_users(shape, n, tmp_path, monkeypatch):
+    # A tracer (pdb, coverage's C tracer) sees each user line as often as in the same code
+    # without godefer: the exit code carries its return's line.
+    src = SHAPES_HEAD + SHAPES[shape] + SHAPES_TAIL
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"gd_shapes_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text(src)
+    importlib.invalidate_caches()
+    try:
+        prepared = importlib.import_module(name).shapes
+    finally:
+        sys.modules.pop(name, None)
+    assert "complete_slots" in prepared.__code__.co_names  # open-coded
+    fake: dict = {}
+    body = src.split("\n", 2)[2]  # the function, minus the imports (lines are relative)
+    exec(compile(FAKE_PRELUDE + body, "<fake>", "exec"), fake)
+    assert _line_events(prepared, [], n) == _line_events(fake["shapes"], [], n)
+
+
 # --- cProfile ----------------------------------------------------------------------------------
 
 

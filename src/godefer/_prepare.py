@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -832,6 +833,11 @@ else:
 
 
 MAX_OPEN_CODED = 16
+# A list slot runs on return through a loop in the frame's bytecode on 3.13+. On 3.11 and 3.12
+# that loop (the exit code has no line of its own, so its back edge stops the propagation of the
+# return's line) makes the `return` report its line a second time to tracers: the core runs the
+# list there.
+DRAIN_IN_BYTECODE = sys.version_info >= (3, 13)
 # Values of the state local of an open-coded function besides None (running); the core reads
 # them too (open_coded.hpp).
 OPEN_BODY_RAISED = 1  # the body raised: the handler calls the reached slots inline
@@ -912,6 +918,7 @@ class OpenCoder:
         self.list_slots: dict[int, int] = {}  # id(loop) -> the index of its slot
         self.inline_returns = False  # every return runs the slots where it is (no `finally`)
         self.exits: set[int] = set()  # ids of the return sites' placeholders
+        self.exit_lines: dict[int, int] = {}  # placeholder id -> the line of its `return`
         self.line = line  # the def line: where inserted exception handlers report
         self.valued = kind != "async_generator"
         self.slots: list[tuple[str, list[tuple[str, ast.expr]]]] = []  # (kind, [(local, arg)])
@@ -941,7 +948,8 @@ class OpenCoder:
             out.append(self._sentinel(none=True))
             replace = _ReplaceSentinels(self.exits)
             replace.make = lambda node: [
-                _no_location(s) for s in self._on_return(none=id(node) in self.none_exits)
+                self._at_exit_line(s, id(node))
+                for s in self._on_return(none=id(node) in self.none_exits)
             ]
             out = replace.visit_body(out)
             return docstring + self.returning_structure(init_stmts, out)
@@ -1150,12 +1158,15 @@ class OpenCoder:
 
     # -- returns that run the slots where they are ------------------------------------------
 
-    def _sentinel(self, none: bool = False) -> ast.stmt:
+    def _sentinel(self, none: bool = False, line: int | None = None) -> ast.stmt:
         """A placeholder for a return site's exit code, made once every slot is known. `none`:
-        the site returns None (a bare return, or falling off the end)."""
+        the site returns None (a bare return, or falling off the end). `line`: the `return`'s,
+        which the exit code carries (else it has no location)."""
         node = _no_location(ast.Pass())
         assert isinstance(node, ast.stmt)
         self.exits.add(id(node))
+        if line is not None:
+            self.exit_lines[id(node)] = line
         if none and self._lean():
             self.none_exits.add(id(node))
         return node
@@ -1171,8 +1182,18 @@ class OpenCoder:
             ast.copy_location(assign.targets[0], node)
         elif self.valued and not self._lean():
             none = ast.Assign(targets=[_name(RV, ast.Store())], value=ast.Constant(None))
-            out.append(_no_location(none))
-        return [*out, self._sentinel(none=node.value is None)]
+            out.append(_at_line(none, node.lineno))
+        return [*out, self._sentinel(none=node.value is None, line=node.lineno)]
+
+    def _at_exit_line(self, stmt: ast.stmt, site: int) -> ast.stmt:
+        """Exit code at the line of its `return`: with no location, the branches around slots
+        that may be unreached would end the propagation of the return's line, and the `return`
+        instruction after them would report that line to tracers a second time (3.11, 3.12).
+        Falling off the end has no line of its own: no location."""
+        line = self.exit_lines.get(site)
+        node = _no_location(stmt) if line is None else _at_line(stmt, line)
+        assert isinstance(node, ast.stmt)
+        return node
 
     def _lean(self) -> bool:
         """A function with no slots of its own (its defers are in open-coded blocks) whose
@@ -1729,6 +1750,8 @@ class OpenCoder:
             ).body[0]
             return exit_call
         if self.slots[i][0] == "list":
+            if not DRAIN_IN_BYTECODE:
+                return ast.parse(f"{RT}.run_list({self.p}{i}__)").body[0]
             # Last first; the drain makes the calls with arguments itself and hands the plain
             # callables over, which bytecode calls more cheaply than C can.
             return ast.parse(

@@ -29,6 +29,7 @@ list_first = _core._prepared_list_first
 list_first_call = _core._prepared_list_first_call
 list_scoped = _core._prepared_list_scoped
 list_new = _core._prepared_list_new
+run_list = _core._prepared_run_list
 slot_defer = _core._prepared_slot_defer
 slot_errdefer = _core._prepared_slot_errdefer
 slot_okdefer = _core._prepared_slot_okdefer

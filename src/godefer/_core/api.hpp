@@ -31,6 +31,9 @@ PyObject* prepared_scoped_slot(PyObject* module, PyObject* obj);
 PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* adefer(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames);
 PyObject* ascoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// A list slot on a normal return, last entry first, every call made from C (where the frame's
+// own loop over drain() would cost a line event of its own: CPython 3.11 and 3.12).
+PyObject* prepared_run_list(PyObject* module, PyObject* list);
 // An empty DeferList, for a list slot filled by defers used as expressions.
 PyObject* prepared_list_new(PyObject* module, PyObject* unused);
 // A loop's first defer in an open-coded frame: a new DeferList holding the entry.

@@ -156,8 +156,10 @@ bool take_last_entry(PyObject* list, ListEntry& entry, std::array<Ref, 2>& owned
     return true;
 }
 
-PyObject* drain_next(PyObject* self) {
-    PyObject* list = reinterpret_cast<DrainObject*>(self)->list;
+// Takes entries off `list`, last first, making the calls of those that are not plain, up to the
+// next plain entry: its callable (a new reference), or null when the list is empty (no exception
+// set) or a call raised.
+PyObject* next_plain_call(PyObject* list) {
     while (PyList_GET_SIZE(list) > 0) {
         ListEntry entry;
         std::array<Ref, 2> owned;  // fn, kwargs
@@ -182,7 +184,12 @@ PyObject* drain_next(PyObject* self) {
             return nullptr;
         }
     }
-    return nullptr;  // exhausted: StopIteration, with no exception set
+    return nullptr;
+}
+
+PyObject* drain_next(PyObject* self) {
+    // null with no exception set: exhausted (StopIteration)
+    return next_plain_call(reinterpret_cast<DrainObject*>(self)->list);
 }
 
 void drain_dealloc(PyObject* self) {
@@ -256,6 +263,27 @@ PyObject* new_defer_list(PyObject* module) {
 }
 
 }  // namespace
+
+PyObject* prepared_run_list(PyObject* /*module*/, PyObject* list) {
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "_prepared_run_list() takes a list");
+        return nullptr;
+    }
+    for (;;) {
+        Ref fn = Ref::steal(next_plain_call(list));
+        if (!fn) {
+            break;
+        }
+        Ref res = Ref::steal(PyObject_CallNoArgs(fn.get()));
+        if (!res) {
+            return nullptr;
+        }
+    }
+    if (PyErr_Occurred() != nullptr) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
 
 PyObject* prepared_list_new(PyObject* module, PyObject* /*unused*/) {
     return new_defer_list(module);

@@ -95,6 +95,8 @@ PyMethodDef module_methods[] = {
      "A return from an open-coded frame that the core finishes: (value, state, *slot groups)."},
     {"_prepared_scoped_slot", prepared_scoped_slot, METH_O,
      "scoped(obj) in an open-coded frame: (exit callable, kind, value) for its slot."},
+    {"_prepared_run_list", prepared_run_list, METH_O,
+     "Run a list slot of an open-coded frame on return, last entry first (3.11, 3.12)."},
     {"_prepared_list_new", prepared_list_new, METH_NOARGS,
      "An empty DeferList, for a list slot that defers used as expressions fill."},
     {"_prepared_list_first", prepared_list_first, METH_O,
