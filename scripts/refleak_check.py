@@ -270,6 +270,23 @@ def s_scoped_expression(x):
     return [scoped(CM(x)), scoped(Closable(x)).x][0]
 
 
+def s_nested_blocks(x):
+    with scope():
+        defer(sink, x)
+        with scope():
+            defer(sink, x)
+            Res(x)
+    return x
+
+
+def s_nested_blocks_raise(x):
+    with scope():
+        defer(sink, x)
+        with scope():
+            errdefer(sink, x)
+            raise Boom(x)
+
+
 def s_loop_expression(x):
     for _ in range(2):
         _ = defer(sink, x)
@@ -310,6 +327,8 @@ SCENARIOS = {
     "pushed + exception": ("Boom", 2),
     "scoped() in an expression": (None, 2),
     "expressions in a loop": (None, 4),
+    "nested blocks + ScopeBound": (None, 3),
+    "nested blocks + exception": ("Boom", 2),
 }
 FUNCS = {
     "defer": "s_defer",
@@ -343,6 +362,8 @@ FUNCS = {
     "pushed + exception": "s_pushed_raise",
     "scoped() in an expression": "s_scoped_expression",
     "expressions in a loop": "s_loop_expression",
+    "nested blocks + ScopeBound": "s_nested_blocks",
+    "nested blocks + exception": "s_nested_blocks_raise",
 }
 
 

@@ -1,8 +1,9 @@
 """Open-coded `with scope():` blocks: the block's defers live in frame locals too.
 
 This module is prepared by godefer's pytest plugin. A block of an open-coded function keeps its
-calls in locals (``__godefer_b<K>_...``) when it holds no block of its own, its defers have slots
-outside loops, and no return/break/continue leaving it sits in a try or with inside it. Its
+calls in locals (``__godefer_b<K>_...``) when its defers have slots outside loops, and no
+return/break/continue leaving it sits in a try or with inside it (a nested block counts as a
+with); blocks nested in it are open-coded the same way. Its
 normal exits (the end, break, continue, return) call the slots inline; an exception goes to the
 core, which also holds what a ScopeBound made in the block schedules. These tests pin each of
 those paths against what `with scope():` means (DESIGN.md §1, §2).
@@ -180,13 +181,127 @@ def return_in_try_in_block():
 
 
 def test_blocks_the_core_keeps_still_behave_the_same():
-    assert open_blocks(nested_blocks) == 0
     assert open_blocks(return_in_try_in_block) == 0
-    nested_blocks()
-    assert LOG == ["inner", "between", "outer"]
-    LOG.clear()
     assert return_in_try_in_block() == "value"
     assert LOG == ["finally first", "block"]
+
+
+def test_nested_blocks_are_open_coded_too():
+    assert open_blocks(nested_blocks) == 2
+    nested_blocks()
+    assert LOG == ["inner", "between", "outer"]
+
+
+def nested_three(fail):
+    defer(note("function"))
+    with scope():
+        defer(note("outer"))
+        with scope():
+            defer(note("middle"))
+            Tracked("middle bound")  # joins the middle block (the innermost running)
+            with scope():
+                defer(note("inner"))
+                Tracked("inner bound")
+                if fail == "inner":
+                    raise KeyError("inner")
+            LOG.append("after inner")
+            if fail == "middle":
+                raise KeyError("middle")
+        Tracked("outer bound")  # the middle block has exited: joins the outer one
+        LOG.append("after middle")
+    LOG.append("after outer")
+    return "done"
+
+
+def test_scope_bounds_join_the_innermost_running_block():
+    assert open_blocks(nested_three) == 3
+    assert nested_three(None) == "done"
+    assert LOG == [
+        "inner bound",
+        "inner",
+        "after inner",
+        "middle bound",
+        "middle",
+        "after middle",
+        "outer bound",
+        "outer",
+        "after outer",
+        "function",
+    ]
+
+
+@pytest.mark.parametrize("fail", ["inner", "middle"])
+def test_an_exception_leaves_the_nested_blocks_one_by_one(fail):
+    with pytest.raises(KeyError, match=fail):
+        nested_three(fail)
+    expected = ["inner bound", "inner", "after inner", "middle bound", "middle"]
+    if fail == "inner":
+        expected.remove("after inner")
+    expected += ["outer", "function"]
+    assert expected == LOG
+
+
+def recover_in_nested(n):
+    with scope():
+        defer(note("outer"))
+        for i in range(n):
+            with scope():
+                defer(lambda: LOG.append(("recovered", repr(recover()))))
+                defer(note(("inner", i)))
+                if i == 1:
+                    continue  # leaves the inner block only
+                if i == 2:
+                    raise ValueError(i)
+                LOG.append(("body", i))
+            LOG.append(("after inner", i))
+        LOG.append("after loop")
+
+
+def test_recover_and_jumps_in_a_block_nested_in_a_loop_of_a_block():
+    assert open_blocks(recover_in_nested) == 2
+    recover_in_nested(3)
+    assert LOG == [
+        ("body", 0),
+        ("inner", 0),
+        ("recovered", "None"),
+        ("after inner", 0),
+        ("inner", 1),
+        ("recovered", "None"),
+        ("inner", 2),
+        ("recovered", "ValueError(2)"),
+        ("after inner", 2),
+        "after loop",
+        "outer",
+    ]
+
+
+def only_nested_defers():
+    with scope():
+        with scope():
+            defer(note("inner"))
+        LOG.append("between")
+        with scope():
+            defer(note("second"))
+            s = scope()
+            with s:  # a block preparation cannot see, inside an open-coded nested one
+                defer(note("core block"))
+                Tracked("core bound")
+            LOG.append("after core block")
+    LOG.append("after")
+
+
+def test_a_block_holding_only_blocks_and_a_core_block_inside_a_nested_one():
+    assert open_blocks(only_nested_defers) == 3
+    only_nested_defers()
+    assert LOG == [
+        "inner",
+        "between",
+        "core bound",
+        "core block",
+        "after core block",
+        "second",
+        "after",
+    ]
 
 
 def holds_nothing_after(arg):

@@ -675,9 +675,14 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
             if "complete_slots" not in names:
                 continue
             kinds["open_coded"] += 1
+            states = [n for n in code.co_varnames if re.fullmatch(r"__godefer_b\d+_st__", n)]
+            kinds["open_blocks"] += len(states)
+            kinds["several_open_blocks"] += len(states) >= 2
             kinds["pushed"] += "list_new" in names
             kinds["loop_list"] += "list_first" in names or "list_first_call" in names
     assert kinds["open_coded"] >= 30, kinds
     assert kinds["pushed"] >= 5, kinds
     assert kinds["loop_list"] >= 5, kinds
     assert kinds["paired"] >= 5, kinds
+    assert kinds["open_blocks"] >= 30, kinds
+    assert kinds["several_open_blocks"] >= 3, kinds

@@ -115,6 +115,10 @@ class SlotCall(NamedTuple):
     pushed: bool = False
 
 
+# An open-coded `with scope():` block: its slot calls, and its own open-coded blocks.
+BlockPlan = tuple[dict[int, SlotCall], dict[int, "BlockPlan"]]
+
+
 class PrepareError(SyntaxError):
     """A godefer construct that preparation rejects, reported at its file and line."""
 
@@ -309,9 +313,7 @@ class Preparer(ast.NodeTransformer):
             )
         return None
 
-    def _open_coded_slots(
-        self, body: list[ast.stmt]
-    ) -> tuple[dict[int, SlotCall], dict[int, dict[int, SlotCall]]] | None:
+    def _open_coded_slots(self, body: list[ast.stmt]) -> BlockPlan | None:
         """The defers of a function that can all live in frame locals, in textual order, by id
         of their statement (or, for a defer used as an expression, of its call); None when the
         function needs the generic handler (or schedules nothing).
@@ -331,7 +333,7 @@ class Preparer(ast.NodeTransformer):
         function generic. Returns (slots, blocks).
         """
         slots: dict[int, SlotCall] = {}
-        blocks: dict[int, dict[int, SlotCall]] = {}
+        blocks: dict[int, BlockPlan] = {}
         groups: list[int] = []  # the keys of the slots' groups, in textual order
         claimed: set[int] = set()  # the expressions naming defer & co. that slots or blocks take
         shadowed = self._shadowed()
@@ -598,13 +600,15 @@ class Preparer(ast.NodeTransformer):
                 return False  # scheduled where no slot can take it
         return True
 
-    def _block_slots(self, stmt: ast.stmt) -> dict[int, SlotCall] | None:
-        """The slot calls of a `with scope():` block that can be open-coded, or None.
+    def _block_slots(self, stmt: ast.stmt) -> BlockPlan | None:
+        """The slot calls of a `with scope():` block that can be open-coded, and of the blocks in
+        it that can be too; or None.
 
-        It can when it is `with scope():` alone (no `as`), holds no block of its own, every
-        defer in it has a slot as in a function but outside loops (no list), and no `return`,
-        `break` or `continue` leaving it sits inside a try or with statement in it (its exit
-        code runs where such a statement stands, so nothing else may still run after it)."""
+        It can when it is `with scope():` alone (no `as`), every defer in it has a slot as in a
+        function but outside loops (no list), and no `return`, `break` or `continue` leaving it
+        sits inside a try or with statement in it (its exit code runs where such a statement
+        stands, so nothing else may still run after it). A block in it that cannot be
+        open-coded keeps its calls in the core, as in a function."""
         if not isinstance(stmt, ast.With) or len(stmt.items) != 1:
             return None
         item = stmt.items[0]
@@ -615,10 +619,17 @@ class Preparer(ast.NodeTransformer):
             return None
         shadowed = self._shadowed()
         slots: dict[int, SlotCall] = {}
+        nested: dict[int, BlockPlan] = {}
         claimed: set[int] = set()
-        for inner, loop, _ in self._statements(stmt.body):
+        for inner, loop, in_block in self._statements(stmt.body):
+            if in_block:  # a block's own: claimed by the block (open-coded, or the core's)
+                claimed.update(id(n) for n in _own_nodes([inner]))
+                continue
             if self._is_scope_block(inner):
-                return None
+                plan = self._block_slots(inner)
+                if plan is not None:
+                    nested[id(inner)] = plan
+                continue
             found = None if loop is not None else self._slot_of(inner, None, shadowed)
             if found is not None:  # (a defer in a loop is not claimed: the check below refuses)
                 key, slot_call, name = found
@@ -626,7 +637,7 @@ class Preparer(ast.NodeTransformer):
                 claimed.add(name)
         if len(slots) > MAX_OPEN_CODED or not self._all_claimed(stmt.body, claimed):
             return None
-        return slots
+        return slots, nested
 
     def visit_With(self, node: ast.With) -> ast.stmt | list[ast.stmt]:
         if self.open_coder is not None and id(node) in self.open_coder.blocks:
@@ -896,14 +907,16 @@ class OpenCoder:
         line: int,
         slot_calls: dict[int, SlotCall],
         *,
-        blocks: dict[int, dict[int, SlotCall]] | None = None,
+        blocks: dict[int, BlockPlan] | None = None,
         prefix: str = "__godefer_",
+        root: OpenCoder | None = None,
     ) -> None:
         self.preparer = preparer
         self.kind = kind
         self.slot_calls = slot_calls  # by id(statement), in textual order
-        # The open-coded `with scope():` blocks of a function: id(with) -> their slot calls.
+        # The open-coded `with scope():` blocks of the scope: id(with) -> their plan.
         self.blocks = blocks or {}
+        self.root = root or self  # the function's coder, which numbers the blocks
         self.block_count = 0
         self.p = prefix  # slot locals are <prefix><i>__, the state local <prefix>st__
         self.st = f"{prefix}st__"
@@ -911,6 +924,7 @@ class OpenCoder:
         self.leaving: set[int] = set()
         self.uses_temp = False  # a slot's callee passes through __godefer_f__ (assigned_slot)
         self.uses_scoped_temps = False  # scoped() as an expression (_entered_expression)
+        self.number = -1  # a block's K
         self.temporaries = 0  # sites whose parts went through temporaries (_temporaries)
         self.first_fill = False  # the next fill is the scope's first, before its try (_hoisted)
         self.head = 0  # a block's statements that go before its init and try
@@ -972,16 +986,26 @@ class OpenCoder:
                 <_block_exit>                                     # also before each return,
             except BaseException:                                 # break or continue leaving
                 __godefer_t__, __godefer_bK_st__ = __godefer_bK_st__, 4    # the block
-                if __godefer_rt__.block_unwind(__godefer_t__, *groups) is __godefer_rt__.RERAISE:
+                if __godefer_rt__.block_unwind(__godefer_t__, K, *groups) is __godefer_rt__.RERAISE:
                     raise                                         # else: recovered, go on
 
         The state is None while the block runs, so a ScopeBound made in it joins the block
         through the core (state 3); every exit leaves another value in it."""
-        k = self.block_count
-        self.block_count += 1
+        # Numbered in the order the blocks start: a nested block gets a higher number than the
+        # block around it, which is how the core tells the innermost running one.
+        k = self.root.block_count
+        self.root.block_count += 1
+        slots, nested = self.blocks[id(node)]
         coder = OpenCoder(
-            self.preparer, self.kind, node.lineno, self.blocks[id(node)], prefix=f"__godefer_b{k}_"
+            self.preparer,
+            self.kind,
+            node.lineno,
+            slots,
+            blocks=nested,
+            prefix=f"__godefer_b{k}_",
+            root=self.root,
         )
+        coder.number = k
         leaving = _leaving_block(node.body)
         assert leaving is not None
         coder.leaving = leaving
@@ -1074,7 +1098,7 @@ class OpenCoder:
         exit_.orelse = inline
         complete = exit_.body[0].body[1]
         assert isinstance(complete, ast.Expr) and isinstance(complete.value, ast.Call)
-        complete.value.args = self._groups()
+        complete.value.args = [ast.Constant(self.number), *self._groups()]
         return [exit_]
 
     def _held_locals(self) -> list[str]:
@@ -1112,7 +1136,7 @@ class OpenCoder:
         assert isinstance(test, ast.If) and isinstance(test.test, ast.Compare)
         unwind = test.test.left
         assert isinstance(unwind, ast.Call)
-        unwind.args += self._groups()
+        unwind.args += [ast.Constant(self.number), *self._groups()]
         _at_line(stmt, line)
         stmt.body = body
         return [*head, *init, stmt]

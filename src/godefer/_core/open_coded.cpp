@@ -238,7 +238,19 @@ PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ss
 
 namespace {
 
-// Calls f(index, is_state) for each local of an open-coded block in `frame`'s code: a block's
+// The number K of an open-coded block's local (`__godefer_b<K>_...`, after the prefix), or -1.
+long block_number(std::string_view rest) {
+    long k = -1;
+    for (const char c : rest) {
+        if (c < '0' || c > '9') {
+            return c == '_' ? k : -1;
+        }
+        k = (k < 0 ? 0 : k * 10) + (c - '0');
+    }
+    return -1;
+}
+
+// Calls f(index, is_state, K) for each local of an open-coded block in `frame`'s code: block K's
 // state (`__godefer_b<K>_st__`) or one of its slots (`__godefer_b<K>_...`). Returns early when f
 // returns true.
 template <typename F>
@@ -258,33 +270,38 @@ void each_block_local(_PyInterpreterFrame* frame, const F& f) {
             name.substr(0, prefix.size()) != prefix) {
             continue;
         }
-        if (f(static_cast<int>(i), name.substr(name.size() - suffix.size()) == suffix)) {
+        const long k = block_number(name.substr(prefix.size()));
+        if (k >= 0 &&
+            f(static_cast<int>(i), name.substr(name.size() - suffix.size()) == suffix, k)) {
             return;
         }
     }
 }
 
-// The state local of the open-coded block now running in `frame` (value None or 3), or -1.
-// Open-coded blocks hold no blocks, so at most one runs at a time, and it is the innermost; every
-// exit of a block leaves another value in its state.
+// The state local of the innermost open-coded block now running in `frame` (value None or 3), or
+// -1. Every exit of a block leaves another value in its state, so the running blocks are one
+// nest, and preparation numbers a nested block after the block around it: the highest number is
+// the innermost.
 int running_open_block(_PyInterpreterFrame* frame) {
     int found = -1;
-    each_block_local(frame, [&](int i, bool is_state) {
+    long innermost = -1;
+    each_block_local(frame, [&](int i, bool is_state, long k) {
         PyObject* value = frame->localsplus[i];
-        if (is_state && (value == Py_None || state_value(value) == open_state_core)) {
+        if (is_state && k > innermost &&
+            (value == Py_None || state_value(value) == open_state_core)) {
             found = i;
+            innermost = k;
         }
-        return found >= 0;
+        return false;
     });
     return found;
 }
 
-// After an open-coded block's exit: the locals holding its calls (the slots of the blocks of the
-// frame, which run one at a time, and the fallback temporary) let go of them, as a finished `with
-// scope():` keeps nothing. States stay.
-void release_block_locals(_PyInterpreterFrame* frame) {
-    each_block_local(frame, [&](int i, bool is_state) {
-        if (!is_state && frame->localsplus[i] != nullptr) {
+// After open-coded block K's exit: the locals holding its calls (and the fallback temporary)
+// let go of them, as a finished `with scope():` keeps nothing. States stay.
+void release_block_locals(_PyInterpreterFrame* frame, long block) {
+    each_block_local(frame, [&](int i, bool is_state, long k) {
+        if (k == block && !is_state && frame->localsplus[i] != nullptr) {
             Py_SETREF(frame->localsplus[i], Py_NewRef(Py_None));
         }
         return false;
@@ -298,16 +315,16 @@ void release_block_locals(_PyInterpreterFrame* frame) {
 // Ends an open-coded block through the core: its slots (groups, oldest first, those at and
 // above `pending` already called) go under the entries the core holds for it, which start at
 // `floor`, and all of them run as the block's exit with `exc` in flight (null: none).
-PyObject* drain_block(ModuleState* st, _PyInterpreterFrame* frame, Scope* scope, std::size_t floor,
-                      PyObject* const* groups, Py_ssize_t count, Py_ssize_t pending, PyObject* exc,
-                      PyObject* outer) {
+PyObject* drain_block(ModuleState* st, _PyInterpreterFrame* frame, long block, Scope* scope,
+                      std::size_t floor, PyObject* const* groups, Py_ssize_t count,
+                      Py_ssize_t pending, PyObject* exc, PyObject* outer) {
     PyVector<uintptr_t> encoded;
     if (encode_groups(groups, count, encoded, pending) < 0) {
         release_if_empty(st, scope);
         return nullptr;
     }
     scope->insert_at(floor, encoded);
-    release_block_locals(frame);
+    release_block_locals(frame, block);
     UnwindState state;
     state.kind = ExitKind::block;
     state.exc = Ref::borrow(exc);
@@ -330,7 +347,7 @@ bool calling_block_slot(ModuleState* st, _PyInterpreterFrame* frame) {
         return false;
     }
     bool calling = false;
-    each_block_local(frame, [&](int i, bool is_state) {
+    each_block_local(frame, [&](int i, bool is_state, long /*k*/) {
         const long value = is_state ? state_value(frame->localsplus[i]) : -1;
         calling = value >= open_state_returning && value < open_state_returning + open_state_span;
         return calling;
@@ -360,10 +377,14 @@ PyObject* prepared_block_unwind(PyObject* module, PyObject* const* args, Py_ssiz
     ModuleState* st = module_state(module);
     _PyInterpreterFrame* frame = nullptr;
     Ref exc;
-    if (!in_handler("_prepared_block_unwind", nargs, 1, frame, exc)) {
+    if (!in_handler("_prepared_block_unwind", nargs, 2, frame, exc)) {
         return nullptr;
     }
     const long state = state_value(args[0]);
+    const long block = PyLong_AsLong(args[1]);
+    if (block < 0) {
+        return nullptr;
+    }
     if (state == open_state_core_done) {
         return Py_NewRef(st->reraise);  // raised by the exit the core already ran
     }
@@ -373,7 +394,7 @@ PyObject* prepared_block_unwind(PyObject* module, PyObject* const* args, Py_ssiz
         floor = scope->marks.back();
         scope->marks.pop_back();
     }
-    return drain_block(st, frame, scope, floor, args + 1, nargs - 1,
+    return drain_block(st, frame, block, scope, floor, args + 2, nargs - 2,
                        ran_from(state, open_state_returning), exc.get(),
                        compat::handler_saved_exception(frame));
 }
@@ -382,13 +403,16 @@ PyObject* prepared_block_complete(PyObject* module, PyObject* const* args, Py_ss
     ModuleState* st = module_state(module);
     _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
     Scope* scope = frame != nullptr ? st->table->find(frame) : nullptr;
-    if (scope == nullptr || scope->marks.empty()) {
+    const long block = nargs > 0 ? PyLong_AsLong(args[0]) : -1;
+    if (scope == nullptr || scope->marks.empty() || block < 0) {
+        PyErr_Clear();
         PyErr_SetString(PyExc_SystemError, "godefer: _prepared_block_complete() misused");
         return nullptr;
     }
     const std::size_t floor = scope->marks.back();
     scope->marks.pop_back();
-    return drain_block(st, frame, scope, floor, args, nargs, PY_SSIZE_T_MAX, nullptr, nullptr);
+    return drain_block(st, frame, block, scope, floor, args + 1, nargs - 1, PY_SSIZE_T_MAX, nullptr,
+                       nullptr);
 }
 
 PyObject* mark_open_coded(PyObject* module, PyObject* code_obj) {

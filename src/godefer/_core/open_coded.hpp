@@ -70,11 +70,12 @@ int join_open_block(void* frame, Scope* scope);
 // a block has none).
 bool calling_block_slot(ModuleState* st, _PyInterpreterFrame* frame);
 
-// _prepared_block_unwind(state, *groups): in the block's handler, the exception being handled
+// _prepared_block_unwind(state, K, *groups): in block K's handler, the exception being handled
 // leaves the block (state None or 3), or slot i raised on a normal exit (state 100 + i), or the
 // core's exit raised (state 4). Returns RERAISE (it goes on), None (recovered: execution goes on
 // after the block), or raises what replaced it.
-// _prepared_block_complete(*groups): a normal exit of a block whose entries the core holds too.
+// _prepared_block_complete(K, *groups): a normal exit of block K, whose entries the core holds
+// too.
 PyObject* prepared_block_unwind(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_block_complete(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* mark_open_coded(PyObject* module, PyObject* code);
