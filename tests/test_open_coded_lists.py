@@ -106,6 +106,21 @@ CASES = {
             log.append(name)
             closing = [scoped(Closing(log, "b"))][0]
             log.append(closing.name)
+            made = cm(log, "c")
+            log.append(scoped(made).upper())  # a name: evaluated in the branch taking it
+            if fail:
+                raise KeyError("body")
+    """,
+    ),
+    "scoped_in_expression_after_a_core_entry": (
+        SLOTS,
+        """
+        def f(log, fail):
+            defer(log.append, "slot")
+            Tracked(log, "core")
+            made = cm(log, "c")
+            log.append(scoped(made).upper())
+            log.append(scoped(cm(log, "d")).upper())
             if fail:
                 raise KeyError("body")
     """,

@@ -924,6 +924,8 @@ class OpenCoder:
         self.leaving: set[int] = set()
         self.uses_temp = False  # a slot's callee passes through __godefer_f__ (assigned_slot)
         self.uses_scoped_temps = False  # scoped() as an expression (_entered_expression)
+        # Slots holding what scoped_slot() returned, (exit callable, kind, value), whole.
+        self.entered_tuples: set[int] = set()
         self.number = -1  # a block's K
         self.temporaries = 0  # sites whose parts went through temporaries (_temporaries)
         self.first_fill = False  # the next fill is the scope's first, before its try (_hoisted)
@@ -1106,10 +1108,10 @@ class OpenCoder:
         held: list[str] = []
         for i, (role, values) in enumerate(self.slots):
             held += [local for local, _ in values]
-            if role == "scoped":
+            if role == "scoped" and i not in self.entered_tuples:
                 held.append(f"{self.p}{i}_k__")
         held += ["__godefer_f__"] if self.uses_temp else []
-        return held + (["__godefer_v__", "__godefer_t__"] if self.uses_scoped_temps else [])
+        return held + (["__godefer_v__"] if self.uses_scoped_temps else [])
 
     def block_structure(self, node: ast.With, body: list[ast.stmt]) -> list[ast.stmt]:
         line = node.lineno
@@ -1536,31 +1538,41 @@ class OpenCoder:
         return expr
 
     def _entered_expression(self, call: ast.Call) -> ast.expr:
-        """`scoped(obj)` inside a larger expression, into a slot as `_entered` fills one; its
-        value is the value scoped() returns. obj is evaluated before the state is tested:
+        """`scoped(obj)` inside a larger expression, into a slot that keeps what scoped_slot()
+        returns, (exit callable, kind, value), whole; its value is the value scoped() returns.
+        obj is evaluated before the state is tested, through a temporary when it may run code:
 
             (__godefer_v__ := obj,
              __godefer_rt__.scoped(__godefer_v__) if __godefer_st__ is not None
-             else (__godefer_t__ := __godefer_rt__.scoped_slot(__godefer_v__),
-                   __godefer_i__ := __godefer_t__[0], __godefer_i_k__ := __godefer_t__[1],
-                   __godefer_t__[2])[3])[1]
+             else (__godefer_i__ := __godefer_rt__.scoped_slot(__godefer_v__))[2])[1]
         """
         obj = self.preparer.visit(call.args[0])
         i = len(self.slots)  # after obj's own defers (see _evaluate)
         self.slots.append(("scoped", [(f"{self.p}{i}__", call)]))
         self.call_shapes.append(([], []))
-        self.uses_scoped_temps = True
+        self.entered_tuples.add(i)
+        temp = not _runs_nothing([obj])
+        part = "__godefer_v__" if temp else "None"
         expr = ast.parse(
-            f"(__godefer_v__ := None, {RT}.scoped(__godefer_v__) if {self.st} is not None"
-            f" else (__godefer_t__ := {RT}.scoped_slot(__godefer_v__),"
-            f" {self.p}{i}__ := __godefer_t__[0], {self.p}{i}_k__ := __godefer_t__[1],"
-            " __godefer_t__[2])[3])[1]",
+            f"{RT}.scoped({part}) if {self.st} is not None"
+            f" else ({self.p}{i}__ := {RT}.scoped_slot({part}))[2]",
             mode="eval",
         ).body
-        assert isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Tuple)
-        store = expr.value.elts[0]
-        assert isinstance(store, ast.NamedExpr)
-        store.value = obj
+        assert isinstance(expr, ast.IfExp) and isinstance(expr.body, ast.Call)
+        assert isinstance(expr.orelse, ast.Subscript)
+        filled = expr.orelse.value
+        assert isinstance(filled, ast.NamedExpr) and isinstance(filled.value, ast.Call)
+        if temp:
+            self.uses_scoped_temps = True
+            store = ast.NamedExpr(target=_name("__godefer_v__", ast.Store()), value=obj)
+            expr = ast.Subscript(
+                value=ast.Tuple(elts=[store, expr], ctx=ast.Load()),
+                slice=ast.Constant(1),
+                ctx=ast.Load(),
+            )
+        else:  # obj runs nothing: evaluated in the branch that takes it
+            expr.body.args = [copy.deepcopy(obj)]
+            filled.value.args = [obj]
         for n in ast.walk(expr):
             if isinstance(n, ast.expr):
                 ast.copy_location(n, call)
@@ -1731,7 +1743,9 @@ class OpenCoder:
                 groups.append(_name(f"{self.p}{i}__"))
                 continue
             group = self._group(role, f"{self.p}{i}__", self.call_shapes[i])
-            if role == "scoped":
+            if i in self.entered_tuples:  # (exit callable, kind, value)
+                group.elts[:2] = [_item(f"{self.p}{i}__", 1), _item(f"{self.p}{i}__", 0)]
+            elif role == "scoped":
                 group.elts[0] = _name(f"{self.p}{i}_k__")  # exit_cm or a plain close()
             reached = ast.Compare(
                 left=_name(f"{self.p}{i}__"), ops=[ast.IsNot()], comparators=[ast.Constant(None)]
@@ -1766,11 +1780,17 @@ class OpenCoder:
 
     def _call_slot(self, i: int) -> ast.stmt:
         if self.slots[i][0] == "scoped":
+            slot = f"{self.p}{i}__"
+            exit_, kind = (
+                (f"{slot}[0]", f"{slot}[1]")
+                if i in self.entered_tuples
+                else (slot, f"{self.p}{i}_k__")
+            )
             exit_call = ast.parse(
-                f"if {self.p}{i}_k__ == {KIND_EXIT_CM}:\n"
-                f"    {self.p}{i}__(None, None, None)\n"
+                f"if {kind} == {KIND_EXIT_CM}:\n"
+                f"    {exit_}(None, None, None)\n"
                 f"else:\n"
-                f"    {self.p}{i}__()\n"
+                f"    {exit_}()\n"
             ).body[0]
             return exit_call
         if self.slots[i][0] == "list":
@@ -2116,6 +2136,10 @@ def _expression_nodes(stmt: ast.stmt) -> Iterable[tuple[ast.AST, bool]]:
         yield node, nested
         inner = nested or isinstance(node, _NESTED_SCOPES)
         stack += [(child, inner) for child in ast.iter_child_nodes(node)]
+
+
+def _item(local: str, index: int) -> ast.Subscript:
+    return ast.Subscript(value=_name(local), slice=ast.Constant(index), ctx=ast.Load())
 
 
 def _bound_parts(
