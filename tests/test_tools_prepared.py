@@ -370,6 +370,8 @@ SHAPES = {
         "        if n > 1:\n            return 7\n"
     ),
 }
+if sys.version_info >= (3, 12):  # a comprehension's defers are pushed onto a list (3.12+)
+    SHAPES["comprehension"] = "    vals = [defer(log.append, i) for i in range(n) if i]\n"
 # The same lines with defer & co. doing nothing: what a tracer sees of the user's code.
 FAKE_PRELUDE = """\
 import contextlib

@@ -329,8 +329,9 @@ class Preparer(ast.NodeTransformer):
         that cannot own a slot (a starred callee) goes to the core when it runs. Beyond
         MAX_OPEN_CODED groups, the last groups share one list (_overflowed). Defers in a
         `with scope():` block belong to the block, which keeps them in the core, unless the
-        block can be open-coded too (_block_slots). A defer in a comprehension makes the
-        function generic. Returns (slots, blocks).
+        block can be open-coded too (_block_slots). A defer in a comprehension is pushed onto
+        its statement's list from 3.12, and makes the function generic on 3.11 (see _uses).
+        Returns (slots, blocks).
         """
         slots: dict[int, SlotCall] = {}
         blocks: dict[int, BlockPlan] = {}
@@ -346,12 +347,15 @@ class Preparer(ast.NodeTransformer):
                 if block_slots is not None:
                     blocks[id(stmt)] = block_slots
                 continue
-            uses = self._uses(stmt, shadowed)
-            if uses is None:
-                continue  # a use in a comprehension stays unclaimed: the function is generic
+            found_uses = self._uses(stmt, shadowed)
+            if found_uses is None:
+                continue  # left unclaimed: the function is generic
+            uses, repeated = found_uses
             key = id(stmt) if loop is None else id(loop)
-            found = self._slot_of(stmt, loop, shadowed) if len(uses) <= 1 else None
-            several = None if found or loop is not None else self._slots_of_uses(stmt, uses)
+            found = self._slot_of(stmt, loop, shadowed) if len(uses) <= 1 and not repeated else None
+            several = None
+            if not (found or repeated or loop is not None):
+                several = self._slots_of_uses(stmt, uses)
             if found is not None:
                 slot_key, slot_call, name = found
                 slots[slot_key] = slot_call
@@ -362,7 +366,12 @@ class Preparer(ast.NodeTransformer):
                 claimed.update(id(name) for _, name in uses)
                 groups += [k for k in several if k not in groups]
                 continue
-            elif uses and len(uses) == 1 and loop is None and not isinstance(stmt, _LOOPS):
+            elif (
+                uses
+                and len(uses) == 1
+                and loop is None
+                and not (repeated or isinstance(stmt, _LOOPS))
+            ):
                 # `defer(*args)`: the core takes it when it runs (the frame's state becomes 3),
                 # cheaper for one call than a list of its own.
                 claimed.add(id(uses[0][1]))
@@ -387,16 +396,20 @@ class Preparer(ast.NodeTransformer):
 
     def _uses(
         self, stmt: ast.stmt, shadowed: frozenset[str]
-    ) -> list[tuple[ast.expr, ast.expr]] | None:
+    ) -> tuple[list[tuple[ast.expr, ast.expr]], bool] | None:
         """The uses of defer & co. in a statement's own expressions, as (the call, or the
-        statement form's comparison; the expression naming defer & co.), in textual order.
-        None when one is in a comprehension, which cannot rebind a list slot on 3.11 without
-        turning the frame's state into a cell. Lambdas and generator expressions are scopes of
-        their own (the runtime path)."""
+        statement form's comparison; the expression naming defer & co.), in textual order, and
+        whether one is in a list, set or dict comprehension (it runs once per item: a list).
+        None when such a use cannot rebind a list slot: in a comprehension's iterable (no
+        assignment expression there), or on 3.11, where a comprehension is a function of its
+        own and reading the frame's state in it would turn that local into a cell. Lambdas and
+        generator expressions are scopes of their own (the runtime path)."""
         uses: list[tuple[ast.expr, ast.expr]] = []
-        stack: list[tuple[ast.AST, bool]] = [(root, False) for root in _own_expressions(stmt)]
+        repeated = False
+        # (node, where): 0 the statement's own, 1 in a comprehension, 2 in one's iterable
+        stack: list[tuple[ast.AST, int]] = [(root, 0) for root in _own_expressions(stmt)]
         while stack:
-            node, in_comprehension = stack.pop()
+            node, where = stack.pop()
             if isinstance(node, (ast.Lambda, ast.GeneratorExp)):
                 continue
             name: ast.expr | None = None
@@ -410,13 +423,13 @@ class Preparer(ast.NodeTransformer):
             ):  # (anywhere else, it is the SyntaxError visit_Compare raises)
                 name = node.comparators[0]
             if name is not None:
-                if in_comprehension:
+                if where == 2 or (where == 1 and not COMPREHENSIONS_INLINED):
                     return None
                 assert isinstance(node, (ast.Call, ast.Compare))
                 uses.append((node, name))
-            inner = in_comprehension or isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp))
-            stack += [(child, inner) for child in reversed(list(ast.iter_child_nodes(node)))]
-        return uses
+                repeated = repeated or where == 1
+            stack += reversed(_children_where(node, where))
+        return uses, repeated
 
     def _slots_of_uses(
         self, stmt: ast.stmt, uses: list[tuple[ast.expr, ast.expr]]
@@ -2100,6 +2113,27 @@ class _ReplaceSentinels(ast.NodeTransformer):
 
 
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)  # their own expressions too may run repeatedly
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp)
+# PEP 709: from 3.12 a comprehension runs in the frame of the function around it.
+COMPREHENSIONS_INLINED = sys.version_info >= (3, 12)
+
+
+def _children_where(node: ast.AST, where: int) -> list[tuple[ast.AST, int]]:
+    """The children of an expression node for _uses, each with where it is (see there): a
+    comprehension's iterables are marked 2, the rest of it 1."""
+    if not isinstance(node, _COMPREHENSIONS):
+        return [(child, where) for child in ast.iter_child_nodes(node)]
+    inside = max(where, 1)
+    out: list[tuple[ast.AST, int]] = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.comprehension):
+            out.append((child.iter, 2))
+            out += [(n, inside) for n in (child.target, *child.ifs)]
+        else:
+            out.append((child, inside))
+    return out
+
+
 _NESTED_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
