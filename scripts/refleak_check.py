@@ -287,6 +287,11 @@ def s_nested_blocks_raise(x):
             raise Boom(x)
 
 
+def s_comprehension(x):
+    defer(sink, x)
+    return [scoped(CM(x)) for _ in range(2) if defer(sink, x)][0]
+
+
 def s_loop_expression(x):
     for _ in range(2):
         _ = defer(sink, x)
@@ -329,6 +334,7 @@ SCENARIOS = {
     "expressions in a loop": (None, 4),
     "nested blocks + ScopeBound": (None, 3),
     "nested blocks + exception": ("Boom", 2),
+    "defers in a comprehension": (None, 5),
 }
 FUNCS = {
     "defer": "s_defer",
@@ -364,6 +370,7 @@ FUNCS = {
     "expressions in a loop": "s_loop_expression",
     "nested blocks + ScopeBound": "s_nested_blocks",
     "nested blocks + exception": "s_nested_blocks_raise",
+    "defers in a comprehension": "s_comprehension",
 }
 
 
