@@ -339,13 +339,7 @@ class Preparer(ast.NodeTransformer):
         claimed: set[int] = set()  # the expressions naming defer & co. that slots or blocks take
         shadowed = self._shadowed()
         for stmt, loop, block in self._statements(body):
-            if block:
-                claimed.update(id(n) for n in _own_nodes([stmt]))
-                continue
-            if self._is_scope_block(stmt):
-                block_slots = self._block_slots(stmt)
-                if block_slots is not None:
-                    blocks[id(stmt)] = block_slots
+            if self._block_statement(stmt, block, claimed, blocks):
                 continue
             found_uses = self._uses(stmt, shadowed)
             if found_uses is None:
@@ -613,6 +607,21 @@ class Preparer(ast.NodeTransformer):
                 return False  # scheduled where no slot can take it
         return True
 
+    def _block_statement(
+        self, stmt: ast.stmt, in_block: bool, claimed: set[int], blocks: dict[int, BlockPlan]
+    ) -> bool:
+        """Whether `stmt` is a nested `with scope():` block or in one: its defers are the
+        block's (open-coded, planned into `blocks`, or the core's), so all are claimed."""
+        if in_block:
+            claimed.update(id(n) for n in _own_nodes([stmt]))
+            return True
+        if not self._is_scope_block(stmt):
+            return False
+        plan = self._block_slots(stmt)
+        if plan is not None:
+            blocks[id(stmt)] = plan
+        return True
+
     def _block_slots(self, stmt: ast.stmt) -> BlockPlan | None:
         """The slot calls of a `with scope():` block that can be open-coded, and of the blocks in
         it that can be too; or None.
@@ -635,13 +644,7 @@ class Preparer(ast.NodeTransformer):
         nested: dict[int, BlockPlan] = {}
         claimed: set[int] = set()
         for inner, loop, in_block in self._statements(stmt.body):
-            if in_block:  # a block's own: claimed by the block (open-coded, or the core's)
-                claimed.update(id(n) for n in _own_nodes([inner]))
-                continue
-            if self._is_scope_block(inner):
-                plan = self._block_slots(inner)
-                if plan is not None:
-                    nested[id(inner)] = plan
+            if self._block_statement(inner, in_block, claimed, nested):
                 continue
             found = None if loop is not None else self._slot_of(inner, None, shadowed)
             if found is not None:  # (a defer in a loop is not claimed: the check below refuses)
