@@ -41,7 +41,7 @@ MAX_TOTALREF_GROWTH = 2000  # debug builds only
 
 SCENARIOS_SRC = """
 import godefer
-from godefer import ScopeBound, defer, errdefer, okdefer, scope, scoped
+from godefer import ScopeBound, adefer, ascoped, defer, errdefer, okdefer, recover, scope, scoped
 
 COUNT = [0]
 
@@ -297,6 +297,107 @@ def s_loop_expression(x):
         _ = defer(sink, x)
         _ = [scoped(CM(x))]
     return x
+
+
+class _Suspend:
+    def __await__(self):
+        yield
+
+
+async def asink(x):
+    await _Suspend()
+    COUNT[0] += 1
+
+
+async def asink_raises(x):
+    await _Suspend()
+    COUNT[0] += 1
+    raise Boom(x)
+
+
+class ACM:
+    def __init__(self, x):
+        self.x = x
+
+    async def __aenter__(self):
+        await _Suspend()
+        return self.x
+
+    async def __aexit__(self, typ, exc, tb):
+        await _Suspend()
+        COUNT[0] += 1
+
+
+def _drive(coro):
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _adefer(x):
+    adefer(asink, x)
+    defer(sink, x)
+    return x
+
+
+def s_adefer(x):
+    return _drive(_adefer(x))
+
+
+async def _adefer_raise(x):
+    adefer(asink, x)
+    await ascoped(ACM(x))
+    raise Boom(x)
+
+
+def s_adefer_raise(x):
+    return _drive(_adefer_raise(x))
+
+
+async def _awaited_raises(x):
+    adefer(asink, x)
+    adefer(asink_raises, x)
+
+
+def s_awaited_raises(x):
+    return _drive(_awaited_raises(x))
+
+
+async def _ablock(x):
+    for _ in range(2):
+        with scope():
+            adefer(asink, x)
+
+
+def s_ablock(x):
+    return _drive(_ablock(x))
+
+
+async def _arecover(x):
+    @adefer
+    async def _():
+        await _Suspend()
+        COUNT[0] += 1
+        recover()
+
+    raise Boom(x)
+
+
+def s_arecover(x):
+    return _drive(_arecover(x))
+
+
+async def _aclosed(x):
+    defer(sink, x)
+    adefer(asink, x)
+
+
+def s_aclosed(x):
+    coro = _aclosed(x)
+    coro.send(None)  # suspended in asink: close() throws GeneratorExit there
+    coro.close()
 """
 
 # name -> (exception the call raises or None, deferred calls made per call)
@@ -335,6 +436,12 @@ SCENARIOS = {
     "nested blocks + ScopeBound": (None, 3),
     "nested blocks + exception": ("Boom", 2),
     "defers in a comprehension": (None, 5),
+    "adefer": (None, 2),
+    "adefer + ascoped + exception": ("Boom", 2),
+    "awaited call raises": ("Boom", 2),
+    "adefer in a block": (None, 2),
+    "recover() awaited": (None, 1),
+    "closed in an awaited exit": (None, 1),
 }
 FUNCS = {
     "defer": "s_defer",
@@ -371,6 +478,12 @@ FUNCS = {
     "nested blocks + ScopeBound": "s_nested_blocks",
     "nested blocks + exception": "s_nested_blocks_raise",
     "defers in a comprehension": "s_comprehension",
+    "adefer": "s_adefer",
+    "adefer + ascoped + exception": "s_adefer_raise",
+    "awaited call raises": "s_awaited_raises",
+    "adefer in a block": "s_ablock",
+    "recover() awaited": "s_arecover",
+    "closed in an awaited exit": "s_aclosed",
 }
 
 

@@ -719,12 +719,71 @@ def chain(e):
 
 GODEFER_IMPORT = "from godefer import defer, errdefer, okdefer, scope"
 
+# The awaited rendering's additions: awaitable twins of the deferred callees, and ``drive``, which
+# runs a coroutine to its end without an event loop (``suspend`` hands control back once).
+AWAITED_PRELUDE = """
 
-def prelude(style: str) -> str:
-    """The common head of every rendering: exception classes, ``obs``, ``boom``, ``chain``."""
+class _Suspend:
+    def __await__(self):
+        yield
+
+
+suspend = _Suspend()
+
+
+async def arec(rec, *values):
+    await suspend
+    rec(*values)
+
+
+async def aobs(rec, tag, val=None):
+    await suspend
+    rec(tag, repr(sys.exception()), val)
+
+
+async def aboom(rec, tag, cls, msg):
+    await suspend
+    rec(tag, repr(sys.exception()))
+    raise cls(msg)
+
+
+def drive(coro):
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+"""
+
+
+def prelude(style: str, awaited: bool = False) -> str:
+    """The common head of every rendering: exception classes, ``obs``, ``boom``, ``chain`` (and
+    for the awaited rendering, see :func:`render_awaited_batch_module`, their awaitable twins)."""
+    head = PRELUDE + AWAITED_PRELUDE if awaited else PRELUDE
     if style == "godefer":
-        return PRELUDE.replace("import sys\n", f"import sys\n\n{GODEFER_IMPORT}\n", 1)
-    return PRELUDE
+        names = GODEFER_IMPORT + (", adefer" if awaited else "")
+        return head.replace("import sys\n", f"import sys\n\n{names}\n", 1)
+    return head
+
+
+def is_awaited(d: Defer) -> bool:
+    """In the awaited rendering: whether ``d`` is an ``adefer`` (an awaited call). A generated
+    function is a coroutine function there, so deferring it always awaits it."""
+    return d.kind == "defer" and (isinstance(d.target, FnT) or d.site % 2 == 0)
+
+
+def _awaited_parts(d: Defer, prefix: str) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """:func:`_call_parts` for the awaited rendering: ``arec``/``aobs``/``aboom`` for awaited
+    calls, and ``obs`` for an errdefer/okdefer of a generated function (which cannot await)."""
+    t = d.target
+    if isinstance(t, FnT) and not is_awaited(d):
+        return "obs", ["rec", repr(f"f{t.fn}"), t.arg], []
+    callee, pos, kw = _call_parts(t, prefix)
+    if is_awaited(d) and not isinstance(t, FnT):
+        if callee == "rec":
+            return "arec", ["rec", *pos], kw
+        return "a" + callee, pos, kw
+    return callee, pos, kw
 
 
 def _call_parts(t: Target, prefix: str = "") -> tuple[str, list[str], list[tuple[str, str]]]:
@@ -803,10 +862,13 @@ class _TooLong(Exception):
 
 
 class _Renderer:
-    def __init__(self, style: str, prefix: str = "", limit: int | None = None) -> None:
-        if style not in STYLES:
+    def __init__(
+        self, style: str, prefix: str = "", limit: int | None = None, awaited: bool = False
+    ) -> None:
+        if style not in STYLES or (awaited and style == "fake"):
             raise ValueError(style)
         self.style = style
+        self.awaited = awaited  # async functions, some defers awaited (adefer)
         self.prefix = prefix  # of the program's function names (several programs, one module)
         self.limit = limit  # raise _TooLong beyond this many lines
         self.out: list[str] = []
@@ -860,9 +922,17 @@ class _Renderer:
             and s.site % 4 == 3
         )
 
+    def _parts(self, d: Defer) -> tuple[str, list[str], list[tuple[str, str]]]:
+        if self.awaited:
+            return _awaited_parts(d, self.prefix)
+        return _call_parts(d.target, self.prefix)
+
+    def _kind(self, d: Defer) -> str:
+        return "adefer" if self.awaited and is_awaited(d) else d.kind
+
     def _call(self, d: Defer) -> str:
-        callee, pos, kw = _call_parts(d.target, self.prefix)
-        return f"{d.kind}({_arglist([callee, *pos], kw)})"
+        callee, pos, kw = self._parts(d)
+        return f"{self._kind(d)}({_arglist([callee, *pos], kw)})"
 
     def guarded(self, cond: Cond | None, ind: int, text: str) -> None:
         if cond is None:
@@ -892,22 +962,24 @@ class _Renderer:
         elif isinstance(s, Continue):
             self.guarded(s.cond, ind, "continue")
         elif isinstance(s, Call):
-            self.line(ind, f"rec({s.tag!r}, {self.prefix}f{s.fn}(rec, {s.arg}))")
+            wait = "await " if self.awaited else ""
+            self.line(ind, f"rec({s.tag!r}, {wait}{self.prefix}f{s.fn}(rec, {s.arg}))")
         elif isinstance(s, Defer):
-            callee, pos, kw = _call_parts(s.target, self.prefix)
-            if s.form == "stmt" and self.style == "godefer":
-                self.line(ind, f"{callee}({_arglist(pos, kw)}) in {s.kind}")
+            callee, pos, kw = self._parts(s)
+            kind = self._kind(s)
+            if s.form == "stmt" and self.style == "godefer" and kind != "adefer":
+                self.line(ind, f"{callee}({_arglist(pos, kw)}) in {kind}")
             elif self.style == "godefer" and s.site % 3 == 1:
                 # The value of defer() used (it is the callee): one site in three, so that
                 # preparation also meets defers in expressions (open-coded outside loops).
-                self.line(ind, f"_d{s.site} = {s.kind}({_arglist([callee, *pos], kw)})")
+                self.line(ind, f"_d{s.site} = {kind}({_arglist([callee, *pos], kw)})")
             elif self.style == "godefer" and s.site % 5 == 2:
                 # In a conditional expression (whose test is always true): pushed onto a list
                 # slot of the statement, or of the loop around it.
-                call = f"{s.kind}({_arglist([callee, *pos], kw)})"
+                call = f"{kind}({_arglist([callee, *pos], kw)})"
                 self.line(ind, f"_d{s.site} = {call} if rec is not None else None")
             else:  # the fake has no statement form: the call form means the same
-                self.line(ind, f"{s.kind}({_arglist([callee, *pos], kw)})")
+                self.line(ind, f"{kind}({_arglist([callee, *pos], kw)})")
         elif isinstance(s, If):
             self.if_stmt(s.cond, s.body, s.orelse, ind)
         elif isinstance(s, _Assign):
@@ -932,7 +1004,7 @@ class _Renderer:
             raise TypeError(s)
 
     def translated_defer(self, d: Defer, rest: tuple, ind: int) -> None:
-        callee, pos, kw = _call_parts(d.target, self.prefix)
+        callee, pos, kw = self._parts(d)
         copy = self.copies[d.site]
         self.copies[d.site] += 1
         uniq = f"_u{copy}" if copy else ""
@@ -951,6 +1023,8 @@ class _Renderer:
         pos = [capture(e) for e in pos]
         kw = [(k, capture(v)) for k, v in kw]
         call = f"{callee}({_arglist(pos, kw)})"
+        if self.awaited and is_awaited(d):
+            call = f"await {call}"
         if d.kind == "okdefer":
             self.line(ind, f"_ok{d.site}{uniq} = True")
         self.line(ind, "try:")
@@ -971,7 +1045,7 @@ class _Renderer:
             self.line(ind + 2, call)
 
     def module(self, prog: Program) -> str:
-        self.out = [prelude(self.style).rstrip("\n")]
+        self.out = [prelude(self.style, self.awaited).rstrip("\n")]
         self.functions(prog)
         return "\n".join(self.out) + "\n"
 
@@ -980,7 +1054,8 @@ class _Renderer:
         for f in prog.functions:
             self.line(0, "")
             self.line(0, "")
-            self.line(0, f"def {self.prefix}f{f.index}(rec, x):")
+            define = "async def" if self.awaited else "def"
+            self.line(0, f"{define} {self.prefix}f{f.index}(rec, x):")
             self.line(1, "n = 0")
             if self.style == "fake":
                 # The fake runtime has no frame hooks: give every function an explicit scope.
@@ -991,13 +1066,16 @@ class _Renderer:
         self.line(0, "")
         self.line(0, "")
         self.line(0, f"def {self.prefix}run(rec):")
+        entry = f"{f0}(rec, {prog.entry_arg})"
+        if self.awaited:
+            entry = f"drive({entry})"
         if prog.outer_handled:
             self.line(1, "try:")
             self.line(2, "raise E2('outer')")
             self.line(1, "except E2:")
-            self.line(2, f"return {f0}(rec, {prog.entry_arg})")
+            self.line(2, f"return {entry}")
         else:
-            self.line(1, f"return {f0}(rec, {prog.entry_arg})")
+            self.line(1, f"return {entry}")
 
 
 def render_module(prog: Program, style: str) -> str:
@@ -1019,19 +1097,28 @@ def render_tryfinally_module(prog: Program) -> str:
     return render_module(prog, "tryfinally")
 
 
+def render_awaited_module(prog: Program, style: str) -> str:
+    """``prog`` with every function an ``async def``: generated functions are awaited where
+    called, and the ``defer`` sites :func:`is_awaited` picks schedule an awaited call
+    (``adefer(aobs, ...)``; the oracle's ``finally:`` awaits it). ``run(rec)`` drives ``f0`` to
+    its end (:data:`AWAITED_PRELUDE`)."""
+    return _Renderer(style, awaited=True).module(prog)
+
+
 def batch_prefix(k: int) -> str:
     """The name prefix of program ``k`` in :func:`render_batch_module`."""
     return f"p{k}_"
 
 
-def render_batch_module(progs: list[Program], style: str = "godefer") -> str:
+def render_batch_module(progs: list[Program], style: str = "godefer", awaited: bool = False) -> str:
     """Several programs in one module, sharing only the prelude (stateless helpers).
 
     Program ``k``'s functions are ``p<k>_f0``, ``p<k>_f1``, ... and its entry point is
-    ``p<k>_run`` (see :func:`batch_prefix` and :func:`batch_namespace`).
+    ``p<k>_run`` (see :func:`batch_prefix` and :func:`batch_namespace`). ``awaited``: see
+    :func:`render_awaited_module`.
     """
-    r = _Renderer(style)
-    r.out = [prelude(style).rstrip("\n")]
+    r = _Renderer(style, awaited=awaited)
+    r.out = [prelude(style, awaited).rstrip("\n")]
     for k, prog in enumerate(progs):
         r.prefix = batch_prefix(k)
         r.functions(prog)

@@ -27,24 +27,19 @@ Environment: ``GODEFER_ORACLE_N`` (programs per run, default 1000, in ten chunks
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import itertools
 import os
 import re
-import shutil
 import sys
-import tempfile
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+import module_files
 import oracle_programs as op
 
 N = int(os.environ.get("GODEFER_ORACLE_N", "1000"))
@@ -55,8 +50,6 @@ STREAMS = ("base", "extended")
 SHRINK_REPORTS = 2  # mismatches per chunk that get a minimised reproducer in the report
 BATCH = 10  # programs per imported module
 SELFCHECK_MIN = 300
-
-_module_names = itertools.count()
 
 
 def _name(stream: str, i: int) -> str:
@@ -95,52 +88,14 @@ def godefer():
 # --------------------------------------------------------------------------------------------
 
 
-_made_dirs: list[str] = []
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _remove_module_dirs():
     yield
-    while _made_dirs:
-        shutil.rmtree(_made_dirs.pop(), ignore_errors=True)
+    module_files.remove_made_dirs()
 
 
-@contextlib.contextmanager
-def _module_dir() -> Iterator[Path]:
-    """A fresh directory, on ``sys.path`` while the block runs. The files stay until the end
-    of this test module (the imported programs run later, with their source in place)."""
-    d = tempfile.mkdtemp(prefix="godefer-oracle-prepared-")
-    _made_dirs.append(d)
-    sys.path.insert(0, d)
-    try:
-        yield Path(d)
-    finally:
-        sys.path.remove(d)
-        sys.path_importer_cache.pop(d, None)
-
-
-def import_sources(sources: list[str], prefix: str = "godefer_oracle_prepared") -> list:
-    """Write each source as a module file and import it the normal way (the import hook).
-
-    Returns the modules, or for a module whose import raised, the exception. Files are written
-    before the directory goes on ``sys.path`` (the path finder then lists it once, fresh);
-    module names are unique for the session, and each module leaves ``sys.modules`` again once
-    imported (its functions keep their globals).
-    """
-    names = [f"{prefix}_{next(_module_names)}" for _ in sources]
-    with _module_dir() as d:
-        for name, src in zip(names, sources, strict=True):
-            (d / f"{name}.py").write_text(src, encoding="utf-8")
-        importlib.invalidate_caches()
-        modules: list = []
-        for name in names:
-            try:
-                modules.append(importlib.import_module(name))
-            except Exception as e:  # e.g. a SyntaxError from preparation: a finding
-                modules.append(e)
-            finally:
-                sys.modules.pop(name, None)
-    return modules
+def import_sources(sources: list[str]) -> list:
+    return module_files.import_sources(sources, "godefer_oracle_prepared")
 
 
 @dataclass(frozen=True)
@@ -422,8 +377,8 @@ def test_prepared_cache_round_trip(godefer, monkeypatch):
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     keys = [(_stream(i), i) for i in range(12)]
     progs = [_program(*key) for key in keys]
-    names = [f"godefer_oracle_cached_{next(_module_names)}" for _ in progs]
-    with _module_dir() as d:
+    names = module_files.unique_names("godefer_oracle_cached", len(progs))
+    with module_files.module_dir() as d:
         for name, prog in zip(names, progs, strict=True):
             (d / f"{name}.py").write_text(op.render_godefer_module(prog), encoding="utf-8")
         importlib.invalidate_caches()

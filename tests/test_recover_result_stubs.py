@@ -605,6 +605,10 @@ def test_result_stubs_in_exec_source():
 
 
 # --- adefer / ascoped -----------------------------------------------------------------------
+# Preparation rewrites adefer() and ascoped() wherever this module names them (test_async_exits
+# covers that); under other names they are the runtime path's functions, which refuse to run.
+unprepared_adefer = adefer
+unprepared_ascoped = ascoped
 
 
 def test_adefer_raises_not_prepared_at_the_call_line():
@@ -616,7 +620,7 @@ def test_adefer_raises_not_prepared_at_the_call_line():
 
     async def co():
         lines.append(here() + 1)
-        adefer(cleanup)
+        unprepared_adefer(cleanup)
         log.append("not reached")
 
     with pytest.raises(NotPreparedError) as info:
@@ -640,7 +644,7 @@ def test_ascoped_raises_not_prepared_at_the_call_line():
 
     async def co():
         lines.append(here() + 1)
-        await ascoped(ACM())
+        await unprepared_ascoped(ACM())
         log.append("not reached")
 
     with pytest.raises(NotPreparedError) as info:
@@ -654,10 +658,10 @@ def test_adefer_and_ascoped_in_plain_functions_raise_not_prepared():
         pass
 
     def f():
-        adefer(cleanup)
+        unprepared_adefer(cleanup)
 
     def g():
-        ascoped(object())
+        unprepared_ascoped(object())
 
     with pytest.raises(NotPreparedError):
         f()

@@ -18,7 +18,7 @@ from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 from godefer import _core, _rt
-from godefer._prepare import SCHEDULERS, Aliases, Preparer
+from godefer._prepare import AWAITED, SCHEDULERS, Aliases, Preparer
 
 OUTER = "__godefer_outer__"
 
@@ -29,7 +29,7 @@ def preparation_enabled() -> bool:
 
 def _aliases_in(globals_: dict[str, Any]) -> Aliases:
     """The names this function's module bound to godefer's API, found by identity."""
-    public = {name: getattr(_core, name) for name in (*SCHEDULERS, "scope")}
+    public = {name: getattr(_core, name) for name in (*SCHEDULERS, *AWAITED, "scope")}
     aliases = Aliases()
     for name, value in globals_.items():
         if isinstance(value, ModuleType) and value.__name__ == "godefer":

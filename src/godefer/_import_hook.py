@@ -40,7 +40,9 @@ def preparation_fingerprint(sources: Iterable[Path]) -> str:
     return digest.hexdigest()[:10]
 
 
-PREPARER_SOURCES = tuple(Path(__file__).with_name(name) for name in ("_prepare.py", "_rt.py"))
+# The modules whose code decides what preparation generates (and so the cache tag).
+PREPARER_FILES = ("_prepare.py", "_prepare_ast.py", "_async_exits.py", "_rt.py")
+PREPARER_SOURCES = tuple(Path(__file__).with_name(name) for name in PREPARER_FILES)
 PREPARATION_TAG = f"{VERSION}-{preparation_fingerprint(PREPARER_SOURCES)}"
 CACHE_SUFFIX = f".godefer-{PREPARATION_TAG}.pyc"
 _HEADER = len(importlib.util.MAGIC_NUMBER) + 12

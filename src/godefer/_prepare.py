@@ -40,10 +40,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-RT = "__godefer_rt__"
-RV = "__godefer_rv__"
-STATE = "__godefer_st__"
-EXC = "__godefer_exc__"
+from godefer import _async_exits
+from godefer._prepare_ast import EXC, RT, RV, STATE
+from godefer._prepare_ast import at_line as _at_line
+from godefer._prepare_ast import name as _name
+from godefer._prepare_ast import no_location as _no_location
+from godefer._prepare_ast import parse as _parse
+from godefer._prepare_ast import rt_attr as _rt_attr
 
 # Public names whose calls preparation rewrites, and what they become on the runtime object.
 SCHEDULERS = {"defer": "defer", "errdefer": "errdefer", "okdefer": "okdefer", "scoped": "scoped"}
@@ -61,6 +64,8 @@ FIRST_FILLS = {
     "errdefer": ("__godefer_first_e__", "slot_first_errdefer"),
     "okdefer": ("__godefer_first_o__", "slot_first_okdefer"),
 }
+# Schedulers of awaited calls: only an async function's own body may use them (_async_exits).
+AWAITED = ("adefer", "ascoped")
 OTHER_NAMES = ("scope", "recover", "result", "set_result", "adefer", "ascoped", "ScopeBound")
 
 
@@ -132,39 +137,6 @@ def _syntax_error(msg: str, node: ast.AST, filename: str, source_lines: list[str
     return PrepareError(msg, (filename, lineno, col, text, end_lineno, end_col))
 
 
-def _no_location(node: ast.AST) -> ast.AST:
-    for n in ast.walk(node):
-        if isinstance(n, (ast.stmt, ast.expr, ast.excepthandler, ast.arg, ast.keyword)):
-            n.lineno = n.end_lineno = -1
-            n.col_offset = n.end_col_offset = -1
-    return node
-
-
-def _at_line(node: ast.AST, line: int) -> ast.AST:
-    """Give an inserted exception handler a line of its own: the scope's first line.
-
-    Handlers are reached only by an exception, where a line event for "the scope is exiting" is
-    honest; and CPython 3.13.0's compiler miscounts the stack of exception handlers that have no
-    location at all ("Invalid CFG, stack underflow").
-    """
-    for n in ast.walk(node):
-        if isinstance(n, (ast.stmt, ast.expr, ast.excepthandler, ast.arg, ast.keyword)):
-            n.lineno = n.end_lineno = line
-            n.col_offset, n.end_col_offset = 0, 0
-    return node
-
-
-def _rt_attr(attr: str, like: ast.AST) -> ast.Attribute:
-    return ast.copy_location(
-        ast.Attribute(
-            value=ast.copy_location(ast.Name(id=RT, ctx=ast.Load()), like),
-            attr=attr,
-            ctx=ast.Load(),
-        ),
-        like,
-    )
-
-
 def _bound_names(body: Iterable[ast.stmt], args: ast.arguments | None) -> frozenset[str]:
     """Names a function binds itself (parameters and stores), which shadow module aliases."""
     names: set[str] = set()
@@ -202,6 +174,8 @@ class _Scope:
         self.kind = kind  # "module", "class", "function", "generator", "async_generator"
         self.shadowed = shadowed
         self.schedules = False  # rewrote a scheduling call in its own body
+        self.awaits = False  # an async function whose exits await (adefer, ascoped)
+        self.async_blocks = 0  # `with scope():` blocks in it rewritten to await their exits
 
 
 class Preparer(ast.NodeTransformer):
@@ -244,7 +218,12 @@ class Preparer(ast.NodeTransformer):
         out = []
         for d in decorators:
             role = self.aliases.role(d, self._shadowed())
-            if role in SCHEDULERS and self._scope_kind() != "lambda":
+            if role == "adefer":
+                self._require_awaits(d, role)
+                out.append(_rt_attr("adefer", d))
+                self.scopes[-1].schedules = True
+                self.prepared_any = True
+            elif role in SCHEDULERS and self._scope_kind() != "lambda":
                 out.append(_rt_attr(SCHEDULERS[role], d))
                 self.scopes[-1].schedules = True
                 self.prepared_any = True
@@ -264,7 +243,9 @@ class Preparer(ast.NodeTransformer):
             node.returns = self.visit(node.returns)
         kind = _function_kind(node)
         self.scopes.append(_Scope(kind, _bound_names(node.body, node.args) | self._enclosing()))
-        found = self._open_coded_slots(node.body)
+        awaits = isinstance(node, ast.AsyncFunctionDef) and self._schedules_awaited(node.body)
+        self.scopes[-1].awaits = awaits
+        found = None if awaits else self._open_coded_slots(node.body)
         if found is not None:
             slots, blocks = found
             outer, self.open_coder = (
@@ -285,8 +266,36 @@ class Preparer(ast.NodeTransformer):
             self.open_coder = outer
         scope = self.scopes.pop()
         if scope.schedules:
-            node.body = self._wrap_function(node.body, kind, _first_line(node))
+            node.body = self._wrap_function(node.body, kind, _first_line(node), awaits)
         return node
+
+    def _schedules_awaited(self, body: list[ast.stmt]) -> bool:
+        """Whether `body`'s own code calls adefer() or ascoped(), or decorates a def with
+        @adefer: its scope's exits must await."""
+        shadowed = self._shadowed()
+        for node in _own_nodes(body):
+            if isinstance(node, ast.Call) and self.aliases.role(node.func, shadowed) in AWAITED:
+                return True
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                self.aliases.role(d, shadowed) == "adefer" for d in node.decorator_list
+            ):
+                return True
+        return False
+
+    def _require_awaits(self, node: ast.AST, role: str) -> None:
+        """adefer() and ascoped() schedule awaited calls: only an async function's own body can
+        await them at its exit."""
+        if self.scopes and self.scopes[-1].awaits:
+            return
+        instead = "defer()" if role == "adefer" else "scoped()"
+        raise _syntax_error(
+            f"{role}() schedules a call that is awaited at the scope's exit, so it must be used "
+            "in the body of an `async def` itself (not in a plain def, lambda, generator "
+            f"expression, class or module body); use {instead} here",
+            node,
+            self.filename,
+            self.source_lines,
+        )
 
     def _slot_call(self, stmt: ast.stmt) -> tuple[str, ast.Call] | None:
         """(kind, call) when `stmt` is a `defer(f, ...)` or `f(...) in defer` statement."""
@@ -658,8 +667,36 @@ class Preparer(ast.NodeTransformer):
     def visit_With(self, node: ast.With) -> ast.stmt | list[ast.stmt]:
         if self.open_coder is not None and id(node) in self.open_coder.blocks:
             return self.open_coder.block(node)
+        if (
+            self.scopes
+            and self.scopes[-1].awaits
+            and self._is_scope_block(node)
+            and self._schedules_awaited(node.body)
+        ):
+            return self._awaiting_block(node)
         self.generic_visit(node)
         return node
+
+    def _awaiting_block(self, node: ast.With) -> ast.stmt | list[ast.stmt]:
+        """A `with scope():` block in which awaited calls are scheduled: its exit awaits them
+        (_async_exits.block). `with a, b:` is `with a: with b:`."""
+        if len(node.items) > 1:
+            rest = ast.With(items=node.items[1:], body=node.body)
+            first = node.items[1].context_expr
+            node.items, node.body = node.items[:1], [ast.copy_location(rest, first)]
+            rest.end_lineno, rest.end_col_offset = node.end_lineno, node.end_col_offset
+        call = node.items[0].context_expr
+        if not (
+            isinstance(call, ast.Call)
+            and self.aliases.role(call.func, self._shadowed()) == "scope"
+            and not (call.args or call.keywords)
+        ):
+            self.generic_visit(node)  # a `with` around the block: visit_With meets it inside
+            return node
+        scope = self.scopes[-1]
+        number = scope.async_blocks
+        scope.async_blocks += 1
+        return _async_exits.block(node, number, self._visit_body(node.body))
 
     def _leaves_block(self, node: ast.stmt) -> bool:
         return self.open_coder is not None and id(node) in self.open_coder.leaving
@@ -755,7 +792,43 @@ class Preparer(ast.NodeTransformer):
             f"invalid use of `in {role}`: {why}", node, self.filename, self.source_lines
         )
 
+    def visit_Await(self, node: ast.Await) -> ast.expr:
+        call = node.value
+        if (
+            isinstance(call, ast.Call)
+            and self.aliases.role(call.func, self._shadowed()) == "ascoped"
+        ):
+            self._require_awaits(call, "ascoped")
+            if len(call.args) != 1 or call.keywords or isinstance(call.args[0], ast.Starred):
+                raise _syntax_error(
+                    "ascoped() takes exactly one asynchronous context manager: "
+                    "`value = await ascoped(cm)`",
+                    call,
+                    self.filename,
+                    self.source_lines,
+                )
+            self.scopes[-1].schedules = True
+            self.prepared_any = True
+            return _async_exits.entered(node, self.visit(call.args[0]))
+        self.generic_visit(node)
+        return node
+
     def visit_Call(self, node: ast.Call) -> ast.expr:
+        role = self.aliases.role(node.func, self._shadowed())
+        if role == "ascoped":
+            raise _syntax_error(
+                "ascoped(cm) must be awaited where it is called: `value = await ascoped(cm)`",
+                node,
+                self.filename,
+                self.source_lines,
+            )
+        if role == "adefer":
+            self._require_awaits(node, role)
+            self.generic_visit(node)
+            node.func = _rt_attr("adefer", node.func)
+            self.scopes[-1].schedules = True
+            self.prepared_any = True
+            return node
         if self.open_coder is not None and id(node) in self.open_coder.slot_calls:
             slot = self.open_coder.slot_calls[id(node)]
             if slot.pushed:
@@ -800,10 +873,14 @@ class Preparer(ast.NodeTransformer):
 
     # -- exit handlers ------------------------------------------------------------------------
 
-    def _wrap_function(self, body: list[ast.stmt], kind: str, line: int) -> list[ast.stmt]:
+    def _wrap_function(
+        self, body: list[ast.stmt], kind: str, line: int, awaits: bool = False
+    ) -> list[ast.stmt]:
         docstring, rest = _split_docstring(body)
         valued = kind != "async_generator"  # `return value` is illegal in an async generator
-        if valued:
+        if awaits:
+            on_return, on_exception = "", ""
+        elif valued:
             on_return = f"if {STATE} is None:\n    {STATE} = 4\n    return {RT}.complete({RV})"
             on_exception = (
                 f"if {STATE} == 4:\n    raise\n"
@@ -817,12 +894,16 @@ class Preparer(ast.NodeTransformer):
             )
         init = f"{RV} = None\n{STATE} = None" if valued else f"{STATE} = None"
         first = _first_user_line(rest) if rest else line
+        exits = (_parse(on_return), _parse(on_exception))
+        if awaits:
+            exits = _async_exits.function_exits(valued, line)
         return docstring + _exit_structure(
             init=[_at_line(s, first) for s in _parse(init)],
             body=rest + _fall_off(valued),
-            on_return=_parse(on_return),
-            on_exception=_parse(on_exception),
+            on_return=exits[0],
+            on_exception=exits[1],
             line=line,
+            located_return=awaits,
         )
 
     def _wrap_block(self, body: list[ast.stmt]) -> ast.stmt:
@@ -876,10 +957,6 @@ OPEN_UNWINDING = 200  # + i: slot i is being called with the body's exception in
 OPEN_RECOVERED = 300  # + i: slot i recovered that exception
 KIND_CODES = {"defer": 0, "errdefer": 1, "okdefer": 2}
 KIND_EXIT_CM = 3  # the core's Kind::exit_cm: call __exit__(type, value, tb)
-
-
-def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
-    return ast.Name(id=id_, ctx=ctx or ast.Load())
 
 
 class OpenCoder:
@@ -1974,6 +2051,7 @@ def _exit_structure(
     line: int,
     mark: str = f"{STATE} = 1\nraise",
     name: str | None = EXC,
+    located_return: bool = False,
 ) -> list[ast.stmt]:
     """The exit handler around a function body:
 
@@ -1992,6 +2070,7 @@ def _exit_structure(
     Exceptions from the body and from the normal exit (a deferred call raising on return) both
     reach the one located handler, so an exception exit reports the scope's first line once.
     `name` None leaves out the `as` (whose cleanup costs one more handler on the way out).
+    `located_return`: <on_return> comes with its positions set (an async exit, _async_exits).
     """
     template = "try:\n    try:\n        pass\n    except BaseException:\n        pass\n"
     template += "    finally:\n        pass\nexcept BaseException" + (f" as {name}" if name else "")
@@ -2001,15 +2080,11 @@ def _exit_structure(
     assert isinstance(inner, ast.Try)
     inner.body = body
     inner.handlers[0].body = [_no_location(s) for s in _parse(mark)]
-    inner.finalbody = [_no_location(s) for s in on_return]
+    inner.finalbody = on_return if located_return else [_no_location(s) for s in on_return]
     handler = outer.handlers[0]
     handler.body = on_exception
     _at_line(handler, line)
     return [*init, outer]
-
-
-def _parse(source: str) -> list[ast.stmt]:
-    return ast.parse(source).body
 
 
 def _fall_off(valued: bool) -> list[ast.stmt]:

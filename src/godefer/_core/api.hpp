@@ -3,6 +3,7 @@
 
 #include <Python.h>
 
+#include "pyref.hpp"
 #include "scope_table.hpp"
 
 namespace godefer {
@@ -15,6 +16,10 @@ PyTypeObject* make_scope_bound_meta(PyObject* module);
 PyTypeObject* make_close_token_type(PyObject* module);
 PyTypeObject* make_defer_list_type(PyObject* module);
 PyTypeObject* make_drain_type(PyObject* module);
+
+// A special method found on the type, bound to `obj`, as `with` looks it up; null if absent (an
+// error is set only if the lookup itself failed).
+Ref lookup_special(PyObject* obj, PyObject* name);
 
 // Casts a METH_FASTCALL (| METH_KEYWORDS) function for a PyMethodDef.
 template <typename F>

@@ -141,23 +141,4 @@ template PyObject* prepared_slot_fill<Kind::always>(PyObject*, PyObject* const*,
 template PyObject* prepared_slot_fill<Kind::on_error>(PyObject*, PyObject* const*, Py_ssize_t);
 template PyObject* prepared_slot_fill<Kind::on_success>(PyObject*, PyObject* const*, Py_ssize_t);
 
-PyObject* adefer(PyObject* module, PyObject* const* /*args*/, Py_ssize_t /*nargs*/,
-                 PyObject* /*kwnames*/) {
-    PyErr_SetString(module_state(module)->not_prepared_error,
-                    "adefer() needs prepared code: awaiting a deferred coroutine when an async "
-                    "function exits requires godefer to prepare that function (import its module "
-                    "normally so the import hook prepares it, or decorate it with @scope); "
-                    "nothing was scheduled");
-    return nullptr;
-}
-
-PyObject* ascoped(PyObject* module, PyObject* const* /*args*/, Py_ssize_t /*nargs*/) {
-    PyErr_SetString(module_state(module)->not_prepared_error,
-                    "ascoped() needs prepared code: entering and exiting an asynchronous context "
-                    "manager without `async with` requires godefer to prepare the async function "
-                    "(import its module normally so the import hook prepares it, or decorate it "
-                    "with @scope); nothing was entered or scheduled");
-    return nullptr;
-}
-
 }  // namespace godefer

@@ -1,5 +1,6 @@
 // scope() blocks and scoped(obj).
 #include "api.hpp"
+#include "async_exit.hpp"
 #include "module_state.hpp"
 #include "open_coded.hpp"
 #include "schedule.hpp"
@@ -7,9 +8,6 @@
 
 namespace godefer {
 
-namespace {
-
-// Binds a special method found on the type to `obj`, as the `with` statement looks it up.
 Ref lookup_special(PyObject* obj, PyObject* name) {
     PyObject* descr = _PyType_Lookup(Py_TYPE(obj), name);
     if (descr == nullptr) {
@@ -21,8 +19,6 @@ Ref lookup_special(PyObject* obj, PyObject* name) {
     }
     return Ref::steal(get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj))));
 }
-
-}  // namespace
 
 namespace {
 
@@ -170,13 +166,9 @@ PyObject* block_enter(PyObject* self, PyObject* /*unused*/) {
     return Py_NewRef(self);
 }
 
-PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
-    auto* b = reinterpret_cast<BlockScopeObject*>(self);
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", nargs);
-        return nullptr;
-    }
-    ModuleState* st = state_from_type(Py_TYPE(self));
+// Closes `b`, which must be the innermost open block of its frame: pops its mark into `floor` and
+// hands over what sys.exception() showed when it was entered. Null (RuntimeError) otherwise.
+Scope* close_block(ModuleState* st, BlockScopeObject* b, std::size_t& floor, Ref& outer) {
     Scope* scope = b->key != nullptr ? st->table->find(b->key) : nullptr;
     if (scope == nullptr || scope->marks.size() != b->depth || b->frame == nullptr) {
         PyErr_SetString(PyExc_RuntimeError,
@@ -184,11 +176,26 @@ PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
                         "they were entered; use them only as `with scope():`");
         return nullptr;
     }
-    const std::size_t floor = scope->marks.back();
+    floor = scope->marks.back();
     scope->marks.pop_back();
     Py_CLEAR(b->frame);
-    Ref outer = Ref::steal(b->outer);
+    outer = Ref::steal(b->outer);
     b->outer = nullptr;
+    return scope;
+}
+
+PyObject* block_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", nargs);
+        return nullptr;
+    }
+    ModuleState* st = state_from_type(Py_TYPE(self));
+    std::size_t floor = 0;
+    Ref outer;
+    Scope* scope = close_block(st, reinterpret_cast<BlockScopeObject*>(self), floor, outer);
+    if (scope == nullptr) {
+        return nullptr;
+    }
     PyObject* in_flight = args[1] != Py_None ? args[1] : nullptr;
     UnwindState state;
     state.kind = ExitKind::block;
@@ -265,6 +272,30 @@ PyType_Spec block_spec = {
 };
 
 }  // namespace
+
+PyObject* prepared_ablock_exit(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    if (nargs != 2 || Py_TYPE(args[0]) != st->block_scope_type) {
+        PyErr_SetString(PyExc_SystemError, "godefer: malformed async block exit");
+        return nullptr;
+    }
+    std::size_t floor = 0;
+    Ref outer;
+    Scope* scope = close_block(st, reinterpret_cast<BlockScopeObject*>(args[0]), floor, outer);
+    if (scope == nullptr) {
+        return nullptr;
+    }
+    if (scope->size() <= floor) {
+        release_if_empty(st, scope);
+        Py_RETURN_NONE;  // nothing deferred in the block
+    }
+    AsyncExitStart start;
+    start.kind = ExitKind::block;
+    start.floor = floor;
+    start.exc = args[1] != Py_None ? args[1] : nullptr;
+    start.outer = outer.get();
+    return make_async_exit(st, scope, start);
+}
 
 PyTypeObject* make_block_scope_type(PyObject* module) {
     return reinterpret_cast<PyTypeObject*>(PyType_FromModuleAndSpec(module, &block_spec, nullptr));

@@ -2,6 +2,7 @@
 #include <new>
 
 #include "api.hpp"
+#include "async_exit.hpp"
 #include "code_flags.hpp"
 #include "exit_hooks.hpp"
 #include "module_state.hpp"
@@ -72,6 +73,17 @@ PyMethodDef module_methods[] = {
     {"ascoped", fastcall(ascoped), METH_FASTCALL,
      "ascoped(async_cm): awaitable; enter an async context manager, exit it at scope exit."},
     {"_prepared_scoped", prepared_scoped, METH_O, "scoped() as prepared code calls it."},
+    {"_prepared_acomplete", prepared_acomplete, METH_O,
+     "Return from a prepared async function: an AsyncExit to step, or None if nothing is held."},
+    {"_prepared_aunwind", prepared_aunwind, METH_O,
+     "An exception leaving a prepared async function: an AsyncExit to step, or None."},
+    {"_prepared_ablock_exit", fastcall(prepared_ablock_exit), METH_FASTCALL,
+     "Exit of a `with scope():` block in a prepared async function, (block, exception or None): "
+     "an AsyncExit to step, or None."},
+    {"_prepared_aenter", prepared_aenter, METH_O,
+     "`await ascoped(cm)`: checks cm and returns the awaitable of cm.__aenter__()."},
+    {"_prepared_ascoped_push", fastcall(prepared_ascoped_push), METH_FASTCALL,
+     "`await ascoped(cm)`, after the await, (value, cm): schedules cm.__aexit__, returns value."},
     {"_prepared_complete", prepared_complete, METH_O,
      "Exit of a prepared frame by return: run its deferred calls; returns the value to return."},
     {"_prepared_unwind", prepared_unwind, METH_O,
@@ -150,10 +162,13 @@ int module_exec(PyObject* module) {
     st->str_enter = PyUnicode_InternFromString("__enter__");
     st->str_exit = PyUnicode_InternFromString("__exit__");
     st->str_close = PyUnicode_InternFromString("close");
+    st->str_aenter = PyUnicode_InternFromString("__aenter__");
+    st->str_aexit = PyUnicode_InternFromString("__aexit__");
     st->str_abstract = PyUnicode_InternFromString("_godefer_abstract");
     st->str_token = PyUnicode_InternFromString("_godefer_token");
     if (st->str_enter == nullptr || st->str_exit == nullptr || st->str_close == nullptr ||
-        st->str_abstract == nullptr || st->str_token == nullptr) {
+        st->str_aenter == nullptr || st->str_aexit == nullptr || st->str_abstract == nullptr ||
+        st->str_token == nullptr) {
         return -1;
     }
     st->not_prepared_error = PyErr_NewExceptionWithDoc(
@@ -171,9 +186,11 @@ int module_exec(PyObject* module) {
     st->close_token_type = make_close_token_type(module);
     st->defer_list_type = make_defer_list_type(module);
     st->drain_type = make_drain_type(module);
+    st->async_exit_type = make_async_exit_type(module);
     if (add_type(module, "Defer", st->defer_type) < 0 ||
         add_type(module, "DeferList", st->defer_list_type) < 0 ||
         add_type(module, "DeferListDrain", st->drain_type) < 0 ||
+        add_type(module, "AsyncExit", st->async_exit_type) < 0 ||
         add_type(module, "BlockScope", st->block_scope_type) < 0 ||
         add_type(module, "ScopeBoundMeta", st->scope_bound_meta) < 0 ||
         add_type(module, "CloseToken", st->close_token_type) < 0) {
@@ -189,6 +206,13 @@ int module_exec(PyObject* module) {
             PyModule_AddObjectRef(module, prepared_names[kind], prepared.get()) < 0) {
             return -1;
         }
+    }
+    // adefer() in prepared async code: a Defer whose entries are awaited.
+    Ref prepared_adefer =
+        Ref::steal(make_defer_instance(st->defer_type, static_cast<int>(Kind::await_call), true));
+    if (!prepared_adefer ||
+        PyModule_AddObjectRef(module, "_prepared_adefer", prepared_adefer.get()) < 0) {
+        return -1;
     }
     st->reraise = PyObject_CallNoArgs(reinterpret_cast<PyObject*>(&PyBaseObject_Type));
     if (st->reraise == nullptr || PyModule_AddObjectRef(module, "RERAISE", st->reraise) < 0) {
@@ -213,6 +237,7 @@ int module_traverse(PyObject* module, visitproc visit, void* arg) {
     Py_VISIT(st->defer_type);
     Py_VISIT(st->defer_list_type);
     Py_VISIT(st->drain_type);
+    Py_VISIT(st->async_exit_type);
     Py_VISIT(st->block_scope_type);
     Py_VISIT(st->scope_bound_meta);
     Py_VISIT(st->close_token_type);
@@ -234,6 +259,7 @@ int module_clear(PyObject* module) {
     Py_CLEAR(st->defer_type);
     Py_CLEAR(st->defer_list_type);
     Py_CLEAR(st->drain_type);
+    Py_CLEAR(st->async_exit_type);
     Py_CLEAR(st->block_scope_type);
     Py_CLEAR(st->scope_bound_meta);
     Py_CLEAR(st->close_token_type);
@@ -243,6 +269,8 @@ int module_clear(PyObject* module) {
     Py_CLEAR(st->str_enter);
     Py_CLEAR(st->str_exit);
     Py_CLEAR(st->str_close);
+    Py_CLEAR(st->str_aenter);
+    Py_CLEAR(st->str_aexit);
     Py_CLEAR(st->str_abstract);
     Py_CLEAR(st->str_token);
     return 0;

@@ -15,10 +15,13 @@ struct ModuleState {
     PyTypeObject* close_token_type = nullptr;  // ScopeBound's scheduled close
     PyTypeObject* defer_list_type = nullptr;   // a loop's slot in an open-coded frame
     PyTypeObject* drain_type = nullptr;        // DeferList.drain()
+    PyTypeObject* async_exit_type = nullptr;   // the exit of a scope that awaits
     PyObject* not_prepared_error = nullptr;
     PyObject* str_enter = nullptr;
     PyObject* str_exit = nullptr;
     PyObject* str_close = nullptr;
+    PyObject* str_aenter = nullptr;
+    PyObject* str_aexit = nullptr;
     PyObject* str_abstract = nullptr;       // "_godefer_abstract"
     PyObject* str_token = nullptr;          // "_godefer_token"
     PyObject* module = nullptr;             // borrowed: the state lives inside it

@@ -13,6 +13,10 @@ const char* kind_name(Kind kind) noexcept {
             return "errdefer";
         case Kind::on_success:
             return "okdefer";
+        case Kind::await_call:
+            return "adefer";
+        case Kind::await_exit_cm:
+            return "ascoped";
         case Kind::always:
         case Kind::exit_cm:
             break;

@@ -6,9 +6,9 @@ namespace godefer {
 
 namespace {
 
-constexpr uintptr_t kind_mask = 0x3;
-constexpr uintptr_t has_kwnames_bit = 0x4;
-constexpr unsigned nargs_shift = 3;
+constexpr uintptr_t kind_mask = 0x7;
+constexpr uintptr_t has_kwnames_bit = 0x8;
+constexpr unsigned nargs_shift = 4;
 
 PyObject* as_object(uintptr_t slot) noexcept { return reinterpret_cast<PyObject*>(slot); }
 uintptr_t as_slot(PyObject* obj) noexcept { return reinterpret_cast<uintptr_t>(obj); }

@@ -20,7 +20,15 @@ enum class Kind : uint8_t {
     on_error = 1,    // errdefer
     on_success = 2,  // okdefer
     exit_cm = 3,     // scoped(cm): call cm.__exit__(type, value, tb), may suppress
+    // Awaited by an async function's exit (async_exit.cpp); a drain that cannot await refuses them.
+    await_call = 4,     // adefer(fn, ...): await fn(...)
+    await_exit_cm = 5,  // ascoped(cm): await cm.__aexit__(type, value, tb), may suppress
 };
+
+// Whether an entry of `kind` must be awaited.
+constexpr bool awaited(Kind kind) noexcept {
+    return kind == Kind::await_call || kind == Kind::await_exit_cm;
+}
 
 struct UnwindState;
 

@@ -4,6 +4,7 @@
 
 #include "exit_hooks.hpp"
 #include "open_coded.hpp"
+#include "schedule.hpp"
 
 namespace godefer {
 
@@ -50,25 +51,13 @@ class DrainRegistration {
    public:
     DrainRegistration(ScopeTable& table, Scope& scope, UnwindState& state)
         : table_(table), scope_(scope) {
-        state.outer = scope.unwinding;
-        scope.unwinding = &state;
-        table.draining.push_back(&scope);
+        begin_drain(table, scope, state);
     }
     DrainRegistration(const DrainRegistration&) = delete;
     DrainRegistration& operator=(const DrainRegistration&) = delete;
     DrainRegistration(DrainRegistration&&) = delete;
     DrainRegistration& operator=(DrainRegistration&&) = delete;
-    ~DrainRegistration() {
-        scope_.unwinding = scope_.unwinding->outer;
-        if (table_.draining.back() == &scope_) {
-            table_.draining.pop_back();
-            return;
-        }
-        auto it = std::find(table_.draining.rbegin(), table_.draining.rend(), &scope_);
-        if (it != table_.draining.rend()) {
-            table_.draining.erase(std::next(it).base());
-        }
-    }
+    ~DrainRegistration() { end_drain(table_, scope_); }
 
    private:
     ScopeTable& table_;
@@ -83,27 +72,95 @@ bool should_run(Kind kind, bool exception_in_flight) noexcept {
             return !exception_in_flight;
         case Kind::always:
         case Kind::exit_cm:
+        case Kind::await_call:
+        case Kind::await_exit_cm:
             return true;
     }
     return true;
 }
 
-// Calls the bound cm.__exit__(type, value, tb); a true result stops the exception where that is
-// possible.
-void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
-    PyObject* exc = state.exc.get();
+// Calls the bound cm.__exit__(type, value, tb) (or __aexit__, whose result is an awaitable) with
+// the exception in flight.
+PyObject* call_exit(PoppedEntry& entry, PyObject* exc) {
     Ref tb = exc != nullptr ? Ref::steal(PyException_GetTraceback(exc)) : Ref{};
     PyObject* args[3] = {exc != nullptr ? reinterpret_cast<PyObject*>(Py_TYPE(exc)) : Py_None,
                          exc != nullptr ? exc : Py_None, tb ? tb.get() : Py_None};
-    Ref res = Ref::steal(PyObject_Vectorcall(entry.fn, args, 3, nullptr));
-    if (!res) {
-        state.exc = compat::fetch_exception();
+    return PyObject_Vectorcall(entry.fn, args, 3, nullptr);
+}
+
+// Whether `obj` can be awaited (the await that follows still has the last word on generators).
+bool awaitable(PyObject* obj) noexcept {
+    const PyAsyncMethods* am = Py_TYPE(obj)->tp_as_async;
+    return (am != nullptr && am->am_await != nullptr) || PyGen_Check(obj);
+}
+
+// Runs the entries above `floor`, last first, until one must be awaited: returns its awaitable
+// (a new reference), with `*exit_cm` telling whether it is an __aexit__ whose result may stop the
+// exception in flight; or null, with no error set, once the scope is down to `floor`. `show` makes
+// the exception in flight sys.exception() for each call. Without `can_await`, an awaited entry is
+// not called: it raises in its place (nothing is dropped silently).
+template <typename Show>
+PyObject* run_entries(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
+                      Show& show, bool can_await, bool* exit_cm) {
+    while (scope.size() > floor) {
+        PoppedEntry entry;
+        scope.pop(entry);
+        if (!should_run(entry.kind, static_cast<bool>(state.exc))) {
+            continue;
+        }
+        show.show(state.exc.get());
+        if (awaited(entry.kind) && !can_await) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "godefer: the %s() call %.200R was reached by an exit that cannot await "
+                         "it, so it was not made; schedule awaited calls only in the body of a "
+                         "prepared async function",
+                         kind_name(entry.kind), entry.fn);
+            state.exc = compat::fetch_exception();
+            continue;
+        }
+        PyObject* res = nullptr;
+        if (entry.kind == Kind::exit_cm || entry.kind == Kind::await_exit_cm) {
+            res = call_exit(entry, state.exc.get());
+        } else {
+            const std::size_t positional =
+                entry.nargs - (entry.kwnames != nullptr ? PyTuple_GET_SIZE(entry.kwnames) : 0);
+            res = PyObject_Vectorcall(entry.fn, entry.args(), positional, entry.kwnames);
+        }
+        if (res == nullptr) {
+            state.exc = compat::fetch_exception();
+            continue;
+        }
+        if (entry.kind == Kind::exit_cm) {
+            settle_exit(st, state, res);
+            Py_DECREF(res);
+            continue;
+        }
+        if (!awaited(entry.kind)) {
+            Py_DECREF(res);
+            continue;
+        }
+        if (!awaitable(res)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s(): the deferred call %.200R returned %.100s object, which cannot be "
+                         "awaited; adefer() takes an async function (use defer() for a plain one)",
+                         kind_name(entry.kind), entry.fn, Py_TYPE(res)->tp_name);
+            Py_DECREF(res);
+            state.exc = compat::fetch_exception();
+            continue;
+        }
+        *exit_cm = entry.kind == Kind::await_exit_cm;
+        return res;
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+void settle_exit(ModuleState* st, UnwindState& state, PyObject* res) {
+    if (!state.exc) {
         return;
     }
-    if (exc == nullptr) {
-        return;
-    }
-    const int suppress = PyObject_IsTrue(res.get());
+    const int suppress = PyObject_IsTrue(res);
     if (suppress < 0) {
         state.exc = compat::fetch_exception();
     } else if (suppress == 1) {
@@ -121,31 +178,39 @@ void call_exit(ModuleState* st, PoppedEntry& entry, UnwindState& state) {
     }
 }
 
-}  // namespace
+void begin_drain(ScopeTable& table, Scope& scope, UnwindState& state) {
+    state.outer = scope.unwinding;
+    scope.unwinding = &state;
+    table.draining.push_back(&scope);
+}
+
+void end_drain(ScopeTable& table, Scope& scope) noexcept {
+    scope.unwinding = scope.unwinding->outer;
+    if (table.draining.back() == &scope) {
+        table.draining.pop_back();
+        return;
+    }
+    auto it = std::find(table.draining.rbegin(), table.draining.rend(), &scope);
+    if (it != table.draining.rend()) {
+        table.draining.erase(std::next(it).base());
+    }
+}
+
+void AwaitingShow::show(PyObject* in_flight) noexcept {
+    PyErr_SetHandledException(in_flight != nullptr ? in_flight : outer_);
+}
+
+PyObject* drain_to_await(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
+                         AwaitingShow& show, bool* exit_cm) {
+    return run_entries(st, scope, floor, state, show, true, exit_cm);
+}
 
 void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state, PyObject* outer) {
     DrainRegistration registration(*st->table, scope, state);
     HandledExceptionGuard handled(outer);
-    while (scope.size() > floor) {
-        PoppedEntry entry;
-        scope.pop(entry);
-        if (!should_run(entry.kind, static_cast<bool>(state.exc))) {
-            continue;
-        }
-        handled.show(state.exc.get());
-        if (entry.kind == Kind::exit_cm) {
-            call_exit(st, entry, state);
-            continue;
-        }
-        const std::size_t positional =
-            entry.nargs - (entry.kwnames != nullptr ? PyTuple_GET_SIZE(entry.kwnames) : 0);
-        PyObject* res = PyObject_Vectorcall(entry.fn, entry.args(), positional, entry.kwnames);
-        if (res == nullptr) {
-            state.exc = compat::fetch_exception();
-        } else {
-            Py_DECREF(res);
-        }
-    }
+    bool exit_cm = false;
+    PyObject* refused = run_entries(st, scope, floor, state, handled, false, &exit_cm);
+    (void)refused;  // always null: awaited entries are refused, never returned
 }
 
 void release_if_empty(ModuleState* st, Scope* scope) noexcept {

@@ -36,6 +36,33 @@ struct UnwindState {
 void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
            PyObject* outer = nullptr);
 
+// Marks `scope` as being drained with `state` (what recover() and result() look for) until
+// end_drain(); drains of one scope nest.
+void begin_drain(ScopeTable& table, Scope& scope, UnwindState& state);
+void end_drain(ScopeTable& table, Scope& scope) noexcept;
+
+// After cm.__exit__/__aexit__ returned `res` for the exception in flight (if any): a true result
+// stops it where the exit kind can (else raises NotPreparedError in its place).
+void settle_exit(ModuleState* st, UnwindState& state, PyObject* res);
+
+// sys.exception() for the calls of an exit that awaits: set in the frame's own handled-exception
+// slot, where it stays while the frame awaits (the awaited coroutine sees it through its caller),
+// and restored by the exit's finish. `outer` (borrowed) shows when nothing is in flight.
+class AwaitingShow {
+   public:
+    explicit AwaitingShow(PyObject* outer) noexcept : outer_(outer) {}
+    void show(PyObject* in_flight) noexcept;
+
+   private:
+    PyObject* outer_;
+};
+
+// drain() up to the first entry that must be awaited: returns its awaitable (new reference), with
+// `*exit_cm` set when it is an __aexit__ whose result settle_exit() must see; null with no error
+// once the scope is down to `floor`. The caller registers the drain (begin_drain).
+PyObject* drain_to_await(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
+                         AwaitingShow& show, bool* exit_cm);
+
 // The frame of `scope` is exiting: drains it with `state` and removes it from the table.
 void finish_frame(ModuleState* st, Scope* scope, UnwindState& state, PyObject* outer = nullptr);
 
