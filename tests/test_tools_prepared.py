@@ -32,7 +32,7 @@ SRC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(godefer.__file__)))
 
 # Line numbers below are fixed by this text (see the comments at the right).
 MODULE_SRC = """\
-from godefer import defer, errdefer
+from godefer import adefer, defer, errdefer, scope
 
 
 def cleanup(log):
@@ -88,6 +88,24 @@ MODULE_LOG = []
 defer(MODULE_LOG.append, "module exit")
 if not RESULT:
     MODULE_LOG.append("never")
+
+
+async def awaiting(log, flag):
+    adefer(acleanup, log)
+    with scope():
+        adefer(acleanup, log)
+        log.append("block")
+    if flag:
+        return 1
+    return 2
+
+
+async def acleanup(log):
+    log.append("acleanup")
+
+
+import asyncio
+ASYNC_RESULT = asyncio.run(awaiting([], True))
 """
 
 WORK_DEF, WORK_FIRST, WORK_RETURN = 8, 9, 12
@@ -97,7 +115,8 @@ CLEANUP_DEF, CLEANUP_BODY = 4, 5
 # then calling coverage_target([], True).
 STATEMENTS = {1, 4, 5, 8, *range(9, 13), 15, *range(16, 20), *range(22, 26), 28, 29}
 STATEMENTS |= {*range(32, 42), 44, 45, *range(48, 57)}
-MISSING = {9, 10, 11, 12, 16, 17, 18, 19, 29, 45, 56}
+STATEMENTS |= {*range(59, 67), 69, 70, 73, 74}  # the async function with awaited exits
+MISSING = {9, 10, 11, 12, 16, 17, 18, 19, 29, 45, 56, 66}
 EXECUTED = STATEMENTS - MISSING
 
 
@@ -115,7 +134,7 @@ def mod(tmp_path, monkeypatch):
 
 
 def test_module_under_test_is_prepared(mod):
-    for fn in (mod.work, mod.statement, mod.failing, mod.coverage_target):
+    for fn in (mod.work, mod.statement, mod.failing, mod.coverage_target, mod.awaiting):
         assert godefer._rt.is_prepared(fn.__code__), fn.__name__
     assert mod.MODULE_LOG == ["module exit"]
     assert mod.CAUGHT
@@ -331,6 +350,9 @@ def test_coverage_expected_sets_are_consistent():
     assert lines[WORK_RETURN - 1].strip() == "return x"
     assert lines[CLEANUP_BODY - 1].strip() == 'log.append("cleanup")'
     assert lines[36].strip() == 'log.append("flag")'
+    assert lines[58].startswith("async def awaiting(")
+    assert lines[65].strip() == "return 2"
+    assert lines[73].startswith("ASYNC_RESULT =")
 
 
 # --- line events of every slot shape -------------------------------------------------------------
