@@ -471,7 +471,7 @@ def uses_statement_form(prog: Program) -> bool:
 CO_MAXBLOCKS = 20  # CPython's limit of statically nested blocks (3.11 - 3.13 allow at least 20)
 
 
-def _surely_compiles(src: str) -> bool:
+def _surely_compiles(src: str, margin: int = 1) -> bool:
     """Cheap sufficient test that CPython compiles ``src``: no statement under more blocks than
     :data:`CO_MAXBLOCKS` allows, and indentation well below the tokenizer's limit (100 levels).
 
@@ -508,7 +508,7 @@ def _surely_compiles(src: str) -> bool:
             return False
         while stack and stack[-1][0] >= indent:
             depth -= stack.pop()[1]
-        if depth > CO_MAXBLOCKS - 1:  # one block of margin
+        if depth > CO_MAXBLOCKS - margin:
             return False
         if text == "try:":
             last_try[indent] = k
@@ -1095,6 +1095,15 @@ def render_godefer_module(prog: Program) -> str:
 def render_tryfinally_module(prog: Program) -> str:
     """The oracle form of ``prog``: plain Python try/finally, a module with ``run(rec)``."""
     return render_module(prog, "tryfinally")
+
+
+def awaited_translation_fits(prog: Program) -> bool:
+    """Whether CPython compiles the awaited try/finally translation of ``prog`` safely. An
+    ``await`` adds handlers of its own to those of the blocks around it, and CPython 3.12.1's
+    compiler overflows its handler stack (a segmentation fault, not the SyntaxError of too many
+    nested blocks) for an ``await`` in a ``finally:`` near the block limit: such programs are
+    left out of the awaited comparison (test_oracle_async counts them)."""
+    return _surely_compiles(render_awaited_module(prog, "tryfinally"), margin=2)
 
 
 def render_awaited_module(prog: Program, style: str) -> str:

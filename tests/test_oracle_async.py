@@ -14,6 +14,10 @@ A function that schedules an awaited call keeps its calls in the core and steps 
 own frame (``_async_exits``); the others are open-coded coroutines. The runtime path cannot await
 (NotPreparedError), so only prepared code is compared.
 
+Programs whose awaited translation nests near CPython's block limit are left out
+(``op.awaited_translation_fits``: CPython 3.12.1's compiler crashes on some of them, on the
+oracle's code); a self-check bounds how many.
+
 Environment: ``GODEFER_ORACLE_N`` (programs, default 1000) and ``GODEFER_ORACLE_SEED``.
 """
 
@@ -72,10 +76,15 @@ def _prepared(progs: list[op.Program]) -> list[op.Outcome]:
     return out
 
 
+def _compared(lo: int, hi: int) -> list[int]:
+    return [i for i in range(lo, hi) if op.awaited_translation_fits(_program(i))]
+
+
 def _failures(lo: int, hi: int) -> list[str]:
-    progs = [_program(i) for i in range(lo, hi)]
+    indexes = _compared(lo, hi)
+    progs = [_program(i) for i in indexes]
     failures = []
-    for i, prog, got in zip(range(lo, hi), progs, _prepared(progs), strict=True):
+    for i, prog, got in zip(indexes, progs, _prepared(progs), strict=True):
         want = _oracle(prog, i)
         if got != want:
             failures.append(
@@ -92,6 +101,11 @@ def test_awaited_exits_match_tryfinally(chunk):
     lo, hi = chunk * N // CHUNKS, (chunk + 1) * N // CHUNKS
     failures = _failures(lo, hi)
     assert not failures, f"{len(failures)} of {hi - lo} programs differ; first:\n{failures[0]}"
+
+
+def test_selfcheck_few_programs_are_left_out():
+    left_out = N - len(_compared(0, N))
+    assert left_out <= N // 50, f"{left_out} of {N} programs nest too deeply to compare"
 
 
 def test_selfcheck_programs_reach_awaited_exits():
