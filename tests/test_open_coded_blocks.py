@@ -394,3 +394,62 @@ def test_a_core_block_inside_an_open_coded_block_keeps_its_own_entries():
     assert open_blocks(block_preparation_cannot_see_inside_an_open_coded_block) == 1
     block_preparation_cannot_see_inside_an_open_coded_block()
     assert LOG == ["in inner", "inner core", "after inner", "outer slot"]
+
+
+# --- blocks with lists: a loop's defers, several defers in a statement -------------------------
+
+
+def loops_in_block(items, fail_at=None):
+    for it in items:
+        with scope():
+            defer(note(("first", it)))
+            for j in range(3):
+                defer(note(("loop", it, j)))
+                if j == fail_at:
+                    raise KeyError(j)
+            pair = (defer(note(("a", it))), defer(note(("b", it))))
+            LOG.append(("body", it, len(pair)))
+        LOG.append(("after", it))
+
+
+def test_a_loop_in_a_block_fills_a_list_of_the_block():
+    assert open_blocks(loops_in_block) == 1
+    assert "list_first" in loops_in_block.__code__.co_names
+    loops_in_block(["x", "y"])
+    expected = []
+    for it in ("x", "y"):
+        expected += [("body", it, 2), ("b", it), ("a", it)]
+        expected += [("loop", it, 2), ("loop", it, 1), ("loop", it, 0), ("first", it)]
+        expected.append(("after", it))
+    assert expected == LOG
+
+
+def test_an_exception_in_a_blocks_loop_runs_the_list_so_far_and_the_earlier_slots():
+    with pytest.raises(KeyError):
+        loops_in_block(["x"], fail_at=1)
+    assert LOG == [("loop", "x", 1), ("loop", "x", 0), ("first", "x")]
+
+
+def recover_after_block_loop():
+    with scope():
+        defer(note("before loop"))
+        for _ in range(2):
+
+            @defer
+            def _():
+                LOG.append(("recovered", repr(recover())))
+
+        raise ValueError("stopped")
+    LOG.append("after block")
+    return "went on"
+
+
+def test_recover_from_a_blocks_list_goes_on_after_the_block():
+    assert open_blocks(recover_after_block_loop) == 1
+    assert recover_after_block_loop() == "went on"
+    assert LOG == [
+        ("recovered", "ValueError('stopped')"),
+        ("recovered", "None"),
+        "before loop",
+        "after block",
+    ]

@@ -633,6 +633,9 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
             states = [n for n in code.co_varnames if re.fullmatch(r"__godefer_b\d+_st__", n)]
             kinds["open_blocks"] += len(states)
             kinds["several_open_blocks"] += len(states) >= 2
+            scopes = [s for s, _ in op._walk(f.body) if isinstance(s, op.Scope)]
+            if len(states) == len(scopes):  # every block of the function is open-coded
+                kinds["block_loop_list"] += sum(_loop_defers(sc.body) for sc in scopes)
             kinds["pushed"] += "list_new" in names
             kinds["loop_list"] += "list_first" in names or "list_first_call" in names
     assert kinds["open_coded"] >= 30, kinds
@@ -641,3 +644,14 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
     assert kinds["paired"] >= 5, kinds
     assert kinds["open_blocks"] >= 30, kinds
     assert kinds["several_open_blocks"] >= 3, kinds
+    assert kinds["block_loop_list"] >= 3, kinds
+
+
+def _loop_defers(stmts: tuple) -> bool:
+    """Whether a loop directly in ``stmts`` (or in an ``if`` there) schedules in their scope."""
+    for s in stmts:
+        if isinstance(s, op.For) and s.defers and op._schedules(s.body):
+            return True
+        if isinstance(s, op.If) and (_loop_defers(s.body) or _loop_defers(s.orelse)):
+            return True
+    return False

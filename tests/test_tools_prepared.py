@@ -380,6 +380,10 @@ SHAPES = {
     "pushed": "    c = (defer(log.append, 'c'), defer(log.append, 'd')) if n else None\n",
     "scoped": "    name = scoped(contextlib.nullcontext('v')).upper()\n",
     "block": "    with scope():\n        defer(log.append, 'block')\n",
+    "block_loop": (
+        "    with scope():\n        defer(log.append, 'b')\n        for i in range(n):\n"
+        "            defer(log.append, i)\n"
+    ),
     "early": "    if n:\n        defer(log.append, 1)\n        if n > 1:\n            return 0\n",
     "bare": "    if n:\n        defer(log.append, 1)\n        if n > 1:\n            return\n",
     "fall_off": "    if n:\n        defer(log.append, 1)\n    if n > 1:\n        log.append(2)\n",

@@ -246,6 +246,8 @@ class Preparer(ast.NodeTransformer):
         awaits = isinstance(node, ast.AsyncFunctionDef) and self._schedules_awaited(node.body)
         self.scopes[-1].awaits = awaits
         found = None if awaits else self._open_coded_slots(node.body)
+        if found is not None and not (found[0] or found[1]):
+            found = None  # schedules nothing of its own
         if found is not None:
             slots, blocks = found
             outer, self.open_coder = (
@@ -338,9 +340,10 @@ class Preparer(ast.NodeTransformer):
         that cannot own a slot (a starred callee) goes to the core when it runs. Beyond
         MAX_OPEN_CODED groups, the last groups share one list (_overflowed). Defers in a
         `with scope():` block belong to the block, which keeps them in the core, unless the
-        block can be open-coded too (_block_slots). A defer in a comprehension is pushed onto
-        its statement's list from 3.12, and makes the function generic on 3.11 (see _uses).
-        Returns (slots, blocks).
+        block can be open-coded too (_block_slots, which plans its body the same way). A defer
+        in a comprehension is pushed onto its statement's list from 3.12, and makes the function
+        generic on 3.11 (see _uses). Returns (slots, blocks), both empty when nothing in `body`
+        schedules.
         """
         slots: dict[int, SlotCall] = {}
         blocks: dict[int, BlockPlan] = {}
@@ -391,7 +394,7 @@ class Preparer(ast.NodeTransformer):
                 claimed.add(id(stmt.decorator_list[0]))
             if key not in groups:
                 groups.append(key)
-        if not (slots or blocks) or not self._all_claimed(body, claimed):
+        if not self._all_claimed(body, claimed):
             return None
         if len(groups) > MAX_OPEN_CODED:
             slots = _overflowed(slots, groups)
@@ -622,7 +625,10 @@ class Preparer(ast.NodeTransformer):
         """Whether `stmt` is a nested `with scope():` block or in one: its defers are the
         block's (open-coded, planned into `blocks`, or the core's), so all are claimed."""
         if in_block:
-            claimed.update(id(n) for n in _own_nodes([stmt]))
+            for n in _own_nodes([stmt]):
+                claimed.add(id(n))
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    claimed.update(id(d) for d in n.decorator_list)  # `@defer def` in it
             return True
         if not self._is_scope_block(stmt):
             return False
@@ -635,11 +641,11 @@ class Preparer(ast.NodeTransformer):
         """The slot calls of a `with scope():` block that can be open-coded, and of the blocks in
         it that can be too; or None.
 
-        It can when it is `with scope():` alone (no `as`), every defer in it has a slot as in a
-        function but outside loops (no list), and no `return`, `break` or `continue` leaving it
-        sits inside a try or with statement in it (its exit code runs where such a statement
-        stands, so nothing else may still run after it). A block in it that cannot be
-        open-coded keeps its calls in the core, as in a function."""
+        It can when it is `with scope():` alone (no `as`), its body can be planned as a
+        function's (_open_coded_slots: slots, and lists for its loops), and no `return`, `break`
+        or `continue` leaving it sits inside a try or with statement in it (its exit code runs
+        where such a statement stands, so nothing else may still run after it). A block in it
+        that cannot be open-coded keeps its calls in the core, as in a function."""
         if not isinstance(stmt, ast.With) or len(stmt.items) != 1:
             return None
         item = stmt.items[0]
@@ -648,21 +654,7 @@ class Preparer(ast.NodeTransformer):
             return None
         if call.args or call.keywords or _leaving_block(stmt.body) is None:
             return None
-        shadowed = self._shadowed()
-        slots: dict[int, SlotCall] = {}
-        nested: dict[int, BlockPlan] = {}
-        claimed: set[int] = set()
-        for inner, loop, in_block in self._statements(stmt.body):
-            if self._block_statement(inner, in_block, claimed, nested):
-                continue
-            found = None if loop is not None else self._slot_of(inner, None, shadowed)
-            if found is not None:  # (a defer in a loop is not claimed: the check below refuses)
-                key, slot_call, name = found
-                slots[key] = slot_call
-                claimed.add(name)
-        if len(slots) > MAX_OPEN_CODED or not self._all_claimed(stmt.body, claimed):
-            return None
-        return slots, nested
+        return self._open_coded_slots(stmt.body)
 
     def visit_With(self, node: ast.With) -> ast.stmt | list[ast.stmt]:
         if self.open_coder is not None and id(node) in self.open_coder.blocks:
