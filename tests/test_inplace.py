@@ -326,3 +326,50 @@ def test_lambdas_sharing_a_line_keep_their_own_code(tmp_path):
         """,
     )
     assert lines(proc) == ["3", "['first', 'second', ['a', 'b']]"]
+
+
+def test_async_functions_of_main_await_their_exits(tmp_path):
+    proc = run_script(
+        tmp_path,
+        """
+        import asyncio
+        from godefer import adefer, ascoped
+        import godefer._rt
+
+
+        async def close(name):
+            await asyncio.sleep(0)
+            print("awaited", name)
+
+
+        class Conn:
+            async def __aenter__(self):
+                print("enter")
+                return "conn"
+
+            async def __aexit__(self, *exc):
+                print("exit", exc[0].__name__ if exc[0] else None)
+
+
+        async def main():
+            adefer(close, "first")
+            conn = await ascoped(Conn())
+            print("using", conn)
+            raise KeyError("k")
+
+
+        print("prepared", godefer._rt.is_prepared(main.__code__))
+        try:
+            asyncio.run(main())
+        except KeyError:
+            print("caught")
+        """,
+    )
+    assert lines(proc) == [
+        "prepared True",
+        "enter",
+        "using conn",
+        "exit KeyError",
+        "awaited first",
+        "caught",
+    ]
