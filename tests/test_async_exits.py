@@ -719,3 +719,104 @@ def test_functions_with_awaited_exits_are_prepared_others_open_coded():
     assert _rt.is_prepared(awaits.__code__)
     assert "acomplete" in awaits.__code__.co_names
     assert "complete_slots" in plain.__code__.co_names  # open-coded: no awaited exit
+
+
+# --- more edges --------------------------------------------------------------------------------
+
+
+def test_recover_in_an_awaited_call_lets_cancellation_through():
+    log = []
+
+    async def catcher():
+        log.append(("recover", recover()))
+
+    async def worker(started):
+        adefer(catcher)
+        started.set()
+        await asyncio.sleep(30)
+
+    async def main():
+        started = asyncio.Event()
+        task = asyncio.create_task(worker(started))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert log == [("recover", None)]
+
+
+def test_aexit_that_raises_replaces_the_exception_in_flight():
+    class Failing:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, et, ev, tb):
+            await Suspend()
+            raise OSError(f"exit saw {et.__name__}")
+
+    async def f():
+        await ascoped(Failing())
+        raise KeyError("body")
+
+    with pytest.raises(OSError, match="exit saw KeyError") as info:
+        drive(f())
+    assert isinstance(info.value.__context__, KeyError)
+
+
+def test_async_generator_athrow_runs_the_awaited_exits():
+    log = []
+
+    async def agen():
+        adefer(arec, log, "exit")
+        yield 1
+        yield 2
+
+    async def main():
+        g = agen()
+        assert await g.__anext__() == 1
+        with pytest.raises(KeyError):
+            await g.athrow(KeyError("thrown"))
+
+    asyncio.run(main())
+    assert log == [("exit", "KeyError('thrown')")]
+
+
+def test_threads_each_running_a_loop_keep_their_exits_apart():
+    import threading
+
+    results: dict[int, list] = {}
+
+    async def cleanup(log, k):
+        await asyncio.sleep(0)
+        log.append(("cleanup", k, repr(sys.exception())))
+
+    async def worker(log, k):
+        adefer(cleanup, log, k)
+        await asyncio.sleep(0)
+        if k % 2:
+            raise KeyError(k)
+        return k
+
+    async def many(log):
+        return await asyncio.gather(*(worker(log, k) for k in range(20)), return_exceptions=True)
+
+    def thread_main(t):
+        log = []
+        outcome = asyncio.run(many(log))
+        results[t] = [outcome, sorted(log)]
+
+    threads = [threading.Thread(target=thread_main, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for outcome, log in results.values():
+        assert [o if isinstance(o, int) else repr(o) for o in outcome] == [
+            k if k % 2 == 0 else repr(KeyError(k)) for k in range(20)
+        ]
+        assert log == sorted(
+            ("cleanup", k, repr(KeyError(k)) if k % 2 else "None") for k in range(20)
+        )
+    assert godefer._core._pending_frames() == 0
