@@ -826,7 +826,6 @@ class Preparer(ast.NodeTransformer):
             if slot.pushed:
                 return self.open_coder.list_expression(slot)
             return self.open_coder.expression_slot(node, slot)
-        role = self.aliases.role(node.func, self._shadowed())
         self.generic_visit(node)
         if role in SCHEDULERS and self._scope_kind() != "lambda":
             node.func = _rt_attr(SCHEDULERS[role], node.func)
@@ -870,30 +869,16 @@ class Preparer(ast.NodeTransformer):
     ) -> list[ast.stmt]:
         docstring, rest = _split_docstring(body)
         valued = kind != "async_generator"  # `return value` is illegal in an async generator
-        if awaits:
-            on_return, on_exception = "", ""
-        elif valued:
-            on_return = f"if {STATE} is None:\n    {STATE} = 4\n    return {RT}.complete({RV})"
-            on_exception = (
-                f"if {STATE} == 4:\n    raise\n"
-                f"{RV} = {RT}.unwind({EXC})\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}"
-            )
-        else:
-            on_return = f"if {STATE} is None:\n    {STATE} = 4\n    {RT}.complete(None)\n    return"
-            on_exception = (
-                f"if {STATE} == 4:\n    raise\nif {RT}.unwind({EXC}) is {RT}.RERAISE:\n"
-                "    raise\nreturn"
-            )
         init = f"{RV} = None\n{STATE} = None" if valued else f"{STATE} = None"
         first = _first_user_line(rest) if rest else line
-        exits = (_parse(on_return), _parse(on_exception))
-        if awaits:
-            exits = _async_exits.function_exits(valued, line)
+        on_return, on_exception = (
+            _async_exits.function_exits(valued, line) if awaits else _core_exits(valued)
+        )
         return docstring + _exit_structure(
             init=[_at_line(s, first) for s in _parse(init)],
             body=rest + _fall_off(valued),
-            on_return=exits[0],
-            on_exception=exits[1],
+            on_return=on_return,
+            on_exception=on_exception,
             line=line,
             located_return=awaits,
         )
@@ -2032,6 +2017,23 @@ class OpenCoder:
             mark=mark,
             name=None,
         )
+
+
+def _core_exits(valued: bool) -> tuple[list[ast.stmt], list[ast.stmt]]:
+    """(on_return, on_exception) of a function whose calls the core keeps (_exit_structure)."""
+    if valued:
+        on_return = f"if {STATE} is None:\n    {STATE} = 4\n    return {RT}.complete({RV})"
+        on_exception = (
+            f"if {STATE} == 4:\n    raise\n"
+            f"{RV} = {RT}.unwind({EXC})\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}"
+        )
+    else:
+        on_return = f"if {STATE} is None:\n    {STATE} = 4\n    {RT}.complete(None)\n    return"
+        on_exception = (
+            f"if {STATE} == 4:\n    raise\nif {RT}.unwind({EXC}) is {RT}.RERAISE:\n"
+            "    raise\nreturn"
+        )
+    return _parse(on_return), _parse(on_exception)
 
 
 def _exit_structure(

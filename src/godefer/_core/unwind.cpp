@@ -209,8 +209,8 @@ void drain(ModuleState* st, Scope& scope, std::size_t floor, UnwindState& state,
     DrainRegistration registration(*st->table, scope, state);
     HandledExceptionGuard handled(outer);
     bool exit_cm = false;
-    PyObject* refused = run_entries(st, scope, floor, state, handled, false, &exit_cm);
-    (void)refused;  // always null: awaited entries are refused, never returned
+    // Always null: this drain refuses awaited entries rather than returning one.
+    (void)run_entries(st, scope, floor, state, handled, false, &exit_cm);
 }
 
 void release_if_empty(ModuleState* st, Scope* scope) noexcept {
