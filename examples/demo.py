@@ -1,9 +1,12 @@
 """A short tour of godefer: run it and read the output next to the code."""
 
+import asyncio
 import sys
 
 from godefer import (
     ScopeBound,
+    adefer,
+    ascoped,
     defer,
     errdefer,
     okdefer,
@@ -87,6 +90,29 @@ def entered() -> None:
     print(f"  got {scoped(Tag())}")
 
 
+class Pool:
+    async def __aenter__(self) -> str:
+        await asyncio.sleep(0)
+        print("  acquired a connection")
+        return "conn"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0)
+        print("  released the connection")
+
+
+async def flush(name: str) -> None:
+    await asyncio.sleep(0)
+    print(f"  awaited flush({name!r})")
+
+
+async def handler() -> str:
+    conn = await ascoped(Pool())  # entered now, its __aexit__ awaited at the exit
+    adefer(flush, conn)  # awaited at the exit, before the release (last in, first out)
+    print(f"  handling with {conn}")
+    return "done"
+
+
 if __name__ == "__main__":
     print("success:")
     print("  ->", work(False))
@@ -107,3 +133,5 @@ if __name__ == "__main__":
     print("  forty_two() ->", forty_two())
     print("statement form:")
     statement_form()
+    print("async exits (adefer, ascoped):")
+    print("  ->", asyncio.run(handler()))
