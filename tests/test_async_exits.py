@@ -820,3 +820,63 @@ def test_threads_each_running_a_loop_keep_their_exits_apart():
             ("cleanup", k, repr(KeyError(k)) if k % 2 else "None") for k in range(20)
         )
     assert godefer._core._pending_frames() == 0
+
+
+def test_a_coroutine_freed_while_an_awaited_exit_ignores_generator_exit_matches_try_finally():
+    """close() while an awaited exit is suspended, an awaited call that suspends again (CPython:
+    "coroutine ignored GeneratorExit"), then the coroutine freed: the calls run or are left
+    exactly as the remaining `finally:` blocks written by hand are."""
+
+    def run(make):
+        log = []
+        unraisable = []
+        hook, sys.unraisablehook = (
+            sys.unraisablehook,
+            lambda u: unraisable.append(repr(u.exc_value)),
+        )
+        try:
+            coro = make(log)
+            coro.send(None)  # suspended in the first awaited exit
+            try:
+                coro.close()
+                closed = "closed"
+            except RuntimeError as e:
+                closed = repr(e)
+            del coro
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
+        return log, closed, unraisable
+
+    def prepared(log):
+        async def f():
+            adefer(arec, log, "third")
+            defer(log.append, "plain")
+            adefer(arec, log, "second")
+            adefer(arec, log, "first")
+
+        return f()
+
+    def by_hand(log):
+        async def f():
+            try:
+                try:
+                    try:
+                        try:
+                            pass
+                        finally:
+                            await arec(log, "first")
+                    finally:
+                        await arec(log, "second")
+                finally:
+                    log.append("plain")
+            finally:
+                await arec(log, "third")
+
+        return f()
+
+    got, want = run(prepared), run(by_hand)
+    assert got == want
+    assert got[1] == "RuntimeError('coroutine ignored GeneratorExit')"
+    assert "plain" in got[0]
+    assert godefer._core._pending_frames() == 0

@@ -161,8 +161,10 @@ int async_exit_clear(PyObject* self) {
     return 0;
 }
 
-// An exit dropped before its finish (its coroutine was never resumed, say): the scope must not
-// keep pointing at its state. What the scope still holds runs when its frame is next salvaged.
+// An exit dropped before its finish: its coroutine was freed while suspended in an awaited call
+// that ignored the GeneratorExit of the coroutine's close() (CPython reports that RuntimeError as
+// unraisable). The scope must not keep pointing at its state; the entries it still holds go with
+// the record, as the remaining `finally:` blocks of such a coroutine written by hand never run.
 void async_exit_dealloc(PyObject* self) {
     PyTypeObject* tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
