@@ -880,3 +880,43 @@ def test_a_coroutine_freed_while_an_awaited_exit_ignores_generator_exit_matches_
     assert got[1] == "RuntimeError('coroutine ignored GeneratorExit')"
     assert "plain" in got[0]
     assert godefer._core._pending_frames() == 0
+
+
+def test_async_with_scope_is_a_block_scope_too():
+    log = []
+
+    class Lock:
+        async def __aenter__(self):
+            log.append("lock")
+
+        async def __aexit__(self, *exc):
+            log.append("unlock")
+
+    async def awaiting():
+        for i in range(2):
+            async with scope():
+                adefer(arec, log, ("awaited", i))
+                log.append(("body", i))
+        async with Lock(), scope():
+            defer(log.append, "inside the lock")
+        log.append("after")
+
+    async def plain():
+        async with scope():
+            defer(log.append, "plain block")
+        log.append("plain after")
+
+    drive(awaiting())
+    drive(plain())
+    assert log == [
+        ("body", 0),
+        (("awaited", 0), "None"),
+        ("body", 1),
+        (("awaited", 1), "None"),
+        "lock",
+        "inside the lock",
+        "unlock",
+        "after",
+        "plain block",
+        "plain after",
+    ]

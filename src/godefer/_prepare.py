@@ -243,6 +243,8 @@ class Preparer(ast.NodeTransformer):
             node.returns = self.visit(node.returns)
         kind = _function_kind(node)
         self.scopes.append(_Scope(kind, _bound_names(node.body, node.args) | self._enclosing()))
+        if isinstance(node, ast.AsyncFunctionDef):
+            _SyncScopeBlocks(self.aliases, self.scopes[-1].shadowed).visit_body(node.body)
         awaits = isinstance(node, ast.AsyncFunctionDef) and self._schedules_awaited(node.body)
         self.scopes[-1].awaits = awaits
         found = None if awaits else self._open_coded_slots(node.body)
@@ -2162,6 +2164,48 @@ def _leaving_block(body: list[ast.stmt]) -> set[int] | None:
         return True
 
     return leaving if walk(body, False, False) else None
+
+
+class _SyncScopeBlocks(ast.NodeTransformer):
+    """In an async function's own body, `async with scope():` is `with scope():` (whose exit
+    awaits what needs awaiting, _async_exits.block); other items of the statement keep their
+    `async with`, nested in the same order: `async with a, scope():` is `async with a:` around
+    `with scope():`."""
+
+    def __init__(self, aliases: Aliases, shadowed: frozenset[str]) -> None:
+        self.aliases = aliases
+        self.shadowed = shadowed
+
+    def visit_body(self, body: list[ast.stmt]) -> None:
+        body[:] = self.visit(ast.Module(body=body, type_ignores=[])).body
+
+    def _is_scope(self, item: ast.withitem) -> bool:
+        call = item.context_expr
+        return (
+            isinstance(call, ast.Call)
+            and not (call.args or call.keywords)
+            and self.aliases.role(call.func, self.shadowed) == "scope"
+        )
+
+    def visit_AsyncWith(self, node: ast.AsyncWith) -> ast.stmt:
+        self.generic_visit(node)
+        if not any(self._is_scope(item) for item in node.items):
+            return node
+        body = node.body
+        for k in reversed(range(len(node.items))):
+            item = node.items[k]
+            kind = ast.With if self._is_scope(item) else ast.AsyncWith
+            stmt = ast.copy_location(kind(items=[item], body=body), node)
+            if k:  # an inner statement starts where its item does
+                ast.copy_location(stmt, item.context_expr)
+                stmt.end_lineno, stmt.end_col_offset = node.end_lineno, node.end_col_offset
+            body = [stmt]
+        return body[0]
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return node  # their own scopes
+        return super().generic_visit(node)
 
 
 class _ReplaceSentinels(ast.NodeTransformer):
