@@ -36,6 +36,8 @@ SUBJECTS = (
     ("one_defer", "godefer_prepared_block", "tryfinally_if"),
     ("one_defer", "godefer_prepared_expr", "tryfinally"),
     ("one_defer", "godefer_prepared_scope", "tryfinally"),
+    ("one_defer", "tryfinally_star", None),
+    ("one_defer", "godefer_prepared_star", "tryfinally_star"),
     ("one_defer", "godefer_prepared_core", "tryfinally"),
     ("one_defer", "godefer_runtime", "tryfinally"),
     ("one_defer", "exitstack", "tryfinally"),

@@ -175,8 +175,18 @@ def one_defer_candidates() -> list[Candidate]:
             lambda: prepared("one_defer_scope"),
         ),
         Candidate(
+            "tryfinally_star",
+            "try/finally calling args[0](*args[1:]) (hand-written)",
+            plain(TRY_STAR),
+        ),
+        Candidate(
+            "godefer_prepared_star",
+            "godefer prepared: defer(*args) (open-coded)",
+            lambda: prepared("one_defer_star"),
+        ),
+        Candidate(
             "godefer_prepared_core",
-            "godefer prepared: generic function, defer(*args) (core-held)",
+            "godefer prepared: _ = defer(*args) (core-held)",
             lambda: prepared("one_defer_core"),
         ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),
@@ -196,6 +206,14 @@ try:
     pass
 finally:
     fn()
+"""
+# What `defer(*(fn,))` is by hand: the callee and its arguments come from one tuple.
+TRY_STAR = """
+args = (fn,)
+try:
+    pass
+finally:
+    args[0](*args[1:])
 """
 # What `if fn: defer(fn)` is by hand: the condition decides at the exit too.
 TRY_IF = """
@@ -443,11 +461,16 @@ def _ratios(rows: dict, base_key: str, exitstack_key: str | None = "exitstack") 
 def run_one_defer(budget_s: float, repeats: int) -> dict:
     cands = measure(one_defer_candidates(), "call1", budget_s, repeats)
     rows = _ratios({c.key: c.row() for c in cands}, "tryfinally")
-    # A defer inside an `if` against the same condition written by hand.
-    block, by_hand = rows.get("godefer_prepared_block", {}), rows.get("tryfinally_if", {})
-    if block.get("ns") and by_hand.get("ns"):
-        block["ratio_matched"] = block["ns"] / by_hand["ns"]
+    # A defer inside an `if`, and defer(*args), against the same code written by hand.
+    for key, hand in MATCHED.items():
+        row, by_hand = rows.get(key, {}), rows.get(hand, {})
+        if row.get("ns") and by_hand.get("ns"):
+            row["ratio_matched"] = row["ns"] / by_hand["ns"]
     return rows
+
+
+# Forms whose hand-written try/finally does more than call fn(): that one is their baseline too.
+MATCHED = {"godefer_prepared_block": "tryfinally_if", "godefer_prepared_star": "tryfinally_star"}
 
 
 LOOP_NS = (1, 10, 1000)

@@ -7,9 +7,10 @@ that are about godefer, and reports whether each code object was actually rewrit
 Defers are open-coded: a defer outside loops, as a statement, an expression or ``@defer`` on a
 nested def, keeps its callee and arguments in frame locals; the defers of a loop, and those of a
 statement that cannot give each a slot, share a list in a frame local. They run inline on return.
-A ``with scope():`` block gets slots of its own in the same way (``one_defer_scope``). A lone
-defer that cannot have a slot (``one_defer_core``: a callee that comes from ``*args``) is kept by
-the C++ core, as are the calls of a function with a defer in a comprehension.
+A ``with scope():`` block gets slots of its own in the same way (``one_defer_scope``), and so
+does ``defer(*args)`` (``one_defer_star``: its slot holds the callee and the other arguments). A
+defer used as an expression whose callee comes from ``*args`` (``one_defer_core``) is kept by the
+C++ core, as are the calls of a function with a defer in a comprehension on 3.11.
 """
 
 from godefer import defer, scope
@@ -39,8 +40,12 @@ def one_defer_scope(fn):
         defer(fn)
 
 
-def one_defer_core(fn):
+def one_defer_star(fn):
     defer(*(fn,))
+
+
+def one_defer_core(fn):
+    _ = defer(*(fn,))
 
 
 def loop_defer(fn, n):

@@ -65,7 +65,8 @@ INSTRUCTION_BARS = (
     ("one_defer", "godefer_prepared_block", "prepared, defer inside an if"),
     ("one_defer", "godefer_prepared_expr", "prepared, defer as an expression"),
     ("one_defer", "godefer_prepared_scope", "prepared, defer in a scope() block"),
-    ("one_defer", "godefer_prepared_core", "prepared, generic function (core-held)"),
+    ("one_defer", "godefer_prepared_star", "prepared, defer(*args)"),
+    ("one_defer", "godefer_prepared_core", "prepared, _ = defer(*args) (core-held)"),
     ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
 )
 
@@ -104,14 +105,24 @@ def bars(res: dict) -> list[dict]:
         if ratio("godefer_prepared_block")
         else "",
     )
+    star = one.get("godefer_prepared_star", {})
+    r = star.get("ratio_matched") if star.get("status") == "ok" else None
+    add(
+        f"prepared, defer(*args) <= {BAR_PREPARED}x try/finally calling args[0](*args[1:])",
+        f"{r:.3f}x" if r else "n/a",
+        _met(r, BAR_PREPARED),
+        f"vs plain try/finally: {ratio('godefer_prepared_star'):.3f}x"
+        if ratio("godefer_prepared_star")
+        else "",
+    )
     for key, what in (
-        ("godefer_prepared_expr", "used as an expression"),
-        ("godefer_prepared_scope", "in a scope() block"),
-        ("godefer_prepared_core", "in a generic function (core-held)"),
+        ("godefer_prepared_expr", "defer used as an expression"),
+        ("godefer_prepared_scope", "defer in a scope() block"),
+        ("godefer_prepared_core", "_ = defer(*args) (core-held)"),
     ):
         r = ratio(key)
         add(
-            f"prepared, defer {what} <= {BAR_PREPARED}x try/finally",
+            f"prepared, {what} <= {BAR_PREPARED}x try/finally",
             f"{r:.3f}x" if r else "n/a",
             _met(r, BAR_PREPARED),
         )
@@ -132,7 +143,8 @@ def bars(res: dict) -> list[dict]:
         ("godefer_prepared_block", "inside an if"),
         ("godefer_prepared_expr", "expression"),
         ("godefer_prepared_scope", "scope() block"),
-        ("godefer_prepared_core", "generic, core-held"),
+        ("godefer_prepared_star", "defer(*args)"),
+        ("godefer_prepared_core", "_ = defer(*args), core-held"),
     ):
         row = one.get(key, {})
         f = row.get("exitstack_over_this") if row.get("status") == "ok" else None

@@ -13,8 +13,9 @@ peers, and what godefer costs code that does not use it.
 Measured (see bench/README.md for the method of each):
 
 1. a function with one deferred no-op: godefer prepared (a module imported through godefer's
-   import hook, bench/_prepared.py: a top-level defer and one inside an ``if``, open-coded, and
-   ``_ = defer(fn)``, held by the core), godefer's runtime path (a function built by ``exec``),
+   import hook, bench/_prepared.py: a top-level defer, one inside an ``if``, ``_ = defer(fn)``,
+   one in a ``with scope():`` block and ``defer(*args)``, open-coded, and ``_ = defer(*args)``,
+   held by the core), godefer's runtime path (a function built by ``exec``),
    hand-written try/finally (the limit), contextlib.ExitStack, python-defer and deferrer;
 2. N deferred calls in a loop (N = 1, 10, 1000): time per call, and memory per pending call;
 3. the exception path: raising through 1 and 10 deferred calls, against try/finally;

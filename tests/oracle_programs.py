@@ -978,6 +978,9 @@ class _Renderer:
                 # slot of the statement, or of the loop around it.
                 call = f"{kind}({_arglist([callee, *pos], kw)})"
                 self.line(ind, f"_d{s.site} = {call} if rec is not None else None")
+            elif self.style == "godefer" and s.site % 4 == 3 and kind != "adefer":
+                # The callee from a starred argument (a slot of its own outside loops).
+                self.line(ind, f"{kind}({_arglist([f'*({callee},)', *pos], kw)})")
             else:  # the fake has no statement form: the call form means the same
                 self.line(ind, f"{kind}({_arglist([callee, *pos], kw)})")
         elif isinstance(s, If):

@@ -7,9 +7,9 @@ arguments); a loop's plain statements share the loop's list. Every other defer o
 function's own code (in a conditional expression or an assignment's targets, a defer used as an
 expression in a loop or a while test, scoped() among several defers, `@defer` on a def in a
 loop, the groups beyond the 16th) is pushed, as it runs, onto a list slot of its statement (or of
-its outermost loop); a lone starred callee goes to the core. Each case here is prepared from
-source and run side by side with the same source on the runtime path (compiled from a string,
-so not prepared): both must leave the same log and outcome.
+its outermost loop); a starred callee used as an expression goes to the core. Each case here is
+prepared from source and run side by side with the same source on the runtime path (compiled
+from a string, so not prepared): both must leave the same log and outcome.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ CASES = {
                 raise KeyError("body")
     """,
     ),
-    # One starred callee goes to the core when it runs (the frame's state becomes 3).
+    # Starred callees own slots too (test_open_coded_star.py).
     "starred_callee": (
         SLOTS,
         """

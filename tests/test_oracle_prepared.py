@@ -615,9 +615,9 @@ def test_selfcheck_extended_coverage():
 
 
 def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
-    """The prepared programs hold functions with slots, loop lists, lists their statements'
-    pushes fill (a defer in a conditional expression), and statements holding two defers, so
-    the comparisons cover each."""
+    """The prepared programs hold functions with slots (starred callees among them), loop
+    lists, lists their statements' pushes fill (a defer in a conditional expression), and
+    statements holding two defers, so the comparisons cover each."""
     indexes = _extended_indexes()[:60]
     progs = [_program("extended", i) for i in indexes]
     kinds: Counter = Counter()
@@ -637,6 +637,7 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
             if len(states) == len(scopes):  # every block of the function is open-coded
                 kinds["block_loop_list"] += sum(_loop_defers(sc.body) for sc in scopes)
             kinds["pushed"] += "list_new" in names
+            kinds["star"] += any(n.startswith("slot_star_") for n in names)
             kinds["loop_list"] += "list_first" in names or "list_first_call" in names
     assert kinds["open_coded"] >= 30, kinds
     assert kinds["pushed"] >= 5, kinds
@@ -645,6 +646,7 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
     assert kinds["open_blocks"] >= 30, kinds
     assert kinds["several_open_blocks"] >= 3, kinds
     assert kinds["block_loop_list"] >= 3, kinds
+    assert kinds["star"] >= 10, kinds
 
 
 def _loop_defers(stmts: tuple) -> bool:

@@ -380,6 +380,7 @@ SHAPES = {
     "pushed": "    c = (defer(log.append, 'c'), defer(log.append, 'd')) if n else None\n",
     "scoped": "    name = scoped(contextlib.nullcontext('v')).upper()\n",
     "block": "    with scope():\n        defer(log.append, 'block')\n",
+    "star": "    defer(*(log.append, 's'))\n    if n:\n        defer(*(log.append,), n, **{})\n",
     "block_loop": (
         "    with scope():\n        defer(log.append, 'b')\n        for i in range(n):\n"
         "            defer(log.append, i)\n"

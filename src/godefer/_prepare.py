@@ -64,6 +64,12 @@ FIRST_FILLS = {
     "errdefer": ("__godefer_first_e__", "slot_first_errdefer"),
     "okdefer": ("__godefer_first_o__", "slot_first_okdefer"),
 }
+# The _rt function that splits `defer(*args)` into its callee and the other arguments, per role.
+STAR_SPLITS = {
+    "defer": "slot_star_defer",
+    "errdefer": "slot_star_errdefer",
+    "okdefer": "slot_star_okdefer",
+}
 # Schedulers of awaited calls: only an async function's own body may use them (_async_exits).
 AWAITED = ("adefer", "ascoped")
 OTHER_NAMES = ("scope", "recover", "result", "set_result", "adefer", "ascoped", "ScopeBound")
@@ -308,12 +314,8 @@ class Preparer(ast.NodeTransformer):
         value, shadowed = stmt.value, self._shadowed()
         if isinstance(value, ast.Call):
             role = self.aliases.role(value.func, shadowed)
-            if (
-                role in STATEMENT_FORMS
-                and value.args
-                and not isinstance(value.args[0], ast.Starred)
-            ):
-                return role, value
+            if role in STATEMENT_FORMS and value.args:
+                return role, value  # a starred callee too (_star_slot)
         if isinstance(value, ast.Compare) and self._is_statement_form(value):
             role = self.aliases.role(value.comparators[0], shadowed)
             call = value.left
@@ -338,8 +340,9 @@ class Preparer(ast.NodeTransformer):
         loop share a slot holding a list: all of them run between the slots before the loop and
         those after it. By the same argument, the defers of a statement that holds several and
         cannot give each a slot (_slots_of_uses) share a list slot of the statement, and defers
-        used as expressions in a loop are pushed onto the loop's list (_pushed); a lone defer
-        that cannot own a slot (a starred callee) goes to the core when it runs. Beyond
+        used as expressions in a loop are pushed onto the loop's list (_pushed); a statement
+        `defer(*args)` owns a slot too (_star_slot), but used as an expression (whose value is
+        the callee) a starred callee goes to the core when it runs. Beyond
         MAX_OPEN_CODED groups, the last groups share one list (_overflowed). Defers in a
         `with scope():` block belong to the block, which keeps them in the core, unless the
         block can be open-coded too (_block_slots, which plans its body the same way). A defer
@@ -380,8 +383,8 @@ class Preparer(ast.NodeTransformer):
                 and loop is None
                 and not (repeated or isinstance(stmt, _LOOPS))
             ):
-                # `defer(*args)`: the core takes it when it runs (the frame's state becomes 3),
-                # cheaper for one call than a list of its own.
+                # `x = defer(*args)`: the core takes it when it runs (the frame's state becomes
+                # 3), cheaper for one call than a list of its own.
                 claimed.add(id(uses[0][1]))
                 continue
             elif uses:
@@ -1228,7 +1231,9 @@ class OpenCoder:
                 plain = slot.role in SLOT_FILLS and slot.loop is None and not slot.decorator
                 if not plain or len(call.args) != 1 or call.keywords:
                     return None
-                if isinstance(call.args[0], ast.Lambda) or not _runs_nothing([call.args[0]]):
+                first = call.args[0]
+                first = first.value if isinstance(first, ast.Starred) else first
+                if isinstance(first, ast.Lambda) or not _runs_nothing([first]):
                     return None
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else []
                 return index if _runs_nothing(targets) else None
@@ -1460,6 +1465,8 @@ class OpenCoder:
     def _single_slot(
         self, stmt: ast.stmt, role: str, call: ast.Call, fused: bool = True
     ) -> list[ast.stmt]:
+        if isinstance(call.args[0], ast.Starred):
+            return self._star_slot(stmt, role, call)
         i, values, call_args, call_keywords = self._evaluate(call)
         self.slots.append((role, values))
         self.call_shapes.append((call_args, call_keywords))
@@ -1469,6 +1476,36 @@ class OpenCoder:
         fallback = self._fill_check(i, callable_for_sure)
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [self._store(values), fallback])
+
+    def _star_slot(self, stmt: ast.stmt, role: str, call: ast.Call) -> list[ast.stmt]:
+        """`defer(*args, ...)`, the callee the first item of `args`: the core's split checks it
+        (TypeError at this line when there is none or it is not callable) and returns it with
+        the other positional arguments as a tuple, which the slot's call unpacks:
+
+            __godefer_i__, __godefer_i_0__ = __godefer_rt__.slot_star_defer(*args)
+
+        Keywords are bound after the positional arguments, as the call evaluates them, and the
+        split runs after all of them, as the call itself would."""
+        args, keywords = self._visited_parts(call.args, call.keywords)
+        i = len(self.slots)
+        slot, rest = f"{self.p}{i}__", f"{self.p}{i}_0__"
+        split = ast.Call(func=_rt_attr(STAR_SPLITS[role], stmt), args=args, keywords=[])
+        kw_values, _, call_keywords = _bound_parts([], keywords, f"{self.p}{i}_")
+        stmts: list[ast.stmt] = []
+        if kw_values:  # `(*args,)` and the keywords first, in order; then the split
+            stmts.append(self._store([(rest, ast.Tuple(elts=args, ctx=ast.Load())), *kw_values]))
+            split.args = [ast.Starred(_name(rest), ast.Load())]
+        pair = ast.Tuple(elts=[_name(slot, ast.Store()), _name(rest, ast.Store())], ctx=ast.Store())
+        stmts.append(ast.Assign(targets=[pair], value=split))
+        self.slots.append((role, [(slot, split), (rest, split), *kw_values]))
+        call_args: list[ast.expr] = [ast.Starred(_name(rest), ast.Load())]
+        self.call_shapes.append((call_args, call_keywords))
+        if self.first_fill:  # nothing scheduled yet: the slot keeps it (see _hoisted)
+            self.first_fill = False
+            return self._locate(stmt, stmts)
+        fallback = self._fill_check(i, callable_for_sure=True)
+        fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
+        return self._locate(stmt, [*stmts, fallback])
 
     def _filled(self, i: int, role: str, callee: ast.expr) -> ast.Assign:
         """`__godefer_i__ = fill(f, state)` for `defer(f)`: one call into the core that checks

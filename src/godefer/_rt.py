@@ -42,6 +42,9 @@ slot_okdefer = _core._prepared_slot_okdefer
 slot_first_defer = _core._prepared_slot_first_defer
 slot_first_errdefer = _core._prepared_slot_first_errdefer
 slot_first_okdefer = _core._prepared_slot_first_okdefer
+slot_star_defer = _core._prepared_slot_star_defer
+slot_star_errdefer = _core._prepared_slot_star_errdefer
+slot_star_okdefer = _core._prepared_slot_star_okdefer
 RERAISE = _core.RERAISE
 
 _MARKERS = ("__godefer_st__", "__godefer_exc__")

@@ -60,6 +60,11 @@ PyObject* prepared_slot_fill(PyObject* module, PyObject* const* args, Py_ssize_t
 template <Kind K>
 PyObject* prepared_slot_first(PyObject* module, PyObject* fn);
 
+// `defer(*args)` into an open-coded slot: (fn, *rest) -> (fn, rest tuple), fn checked callable
+// (TypeError naming the scheduler if it is missing or not callable).
+template <Kind K>
+PyObject* prepared_slot_star(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+
 extern PyModuleDef module_def;
 
 }  // namespace godefer

@@ -4,11 +4,25 @@
 
 #include "api.hpp"
 #include "module_state.hpp"
+#include "pyref.hpp"
 #include "schedule.hpp"
 
 namespace godefer {
 
 namespace {
+
+// The first positional argument of defer & co.: present and callable, else TypeError.
+int require_function(PyObject* const* args, Py_ssize_t nargs, Kind kind) {
+    if (nargs < 1) {
+        const char* who = kind_name(kind);
+        PyErr_Format(PyExc_TypeError,
+                     "%s() needs the function to schedule as its first argument: "
+                     "%s(fn, *args, **kwargs)",
+                     who, who);
+        return -1;
+    }
+    return require_callable(args[0], kind);
+}
 
 struct DeferObject {
     PyObject_HEAD
@@ -22,17 +36,10 @@ PyObject* defer_vectorcall(PyObject* self, PyObject* const* args, std::size_t na
     const auto* d = reinterpret_cast<DeferObject*>(self);
     const char* who = kind_name(d->kind);
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() needs the function to schedule as its first argument: "
-                     "%s(fn, *args, **kwargs)",
-                     who, who);
+    if (require_function(args, nargs, d->kind) < 0) {
         return nullptr;
     }
     PyObject* fn = args[0];
-    if (require_callable(fn, d->kind) < 0) {
-        return nullptr;
-    }
     const std::size_t count =
         static_cast<std::size_t>(nargs - 1) +
         static_cast<std::size_t>(kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0);
@@ -133,9 +140,28 @@ PyObject* prepared_slot_first(PyObject* /*module*/, PyObject* fn) {
     return Py_NewRef(fn);
 }
 
+template <Kind K>
+PyObject* prepared_slot_star(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+    if (require_function(args, nargs, K) < 0) {
+        return nullptr;
+    }
+    const Ref rest = Ref::steal(PyTuple_New(nargs - 1));
+    if (!rest) {
+        return nullptr;
+    }
+    for (Py_ssize_t i = 1; i < nargs; ++i) {
+        PyTuple_SET_ITEM(rest.get(), i - 1, Py_NewRef(args[i]));
+    }
+    return PyTuple_Pack(2, args[0], rest.get());
+}
+
 template PyObject* prepared_slot_first<Kind::always>(PyObject*, PyObject*);
 template PyObject* prepared_slot_first<Kind::on_error>(PyObject*, PyObject*);
 template PyObject* prepared_slot_first<Kind::on_success>(PyObject*, PyObject*);
+
+template PyObject* prepared_slot_star<Kind::always>(PyObject*, PyObject* const*, Py_ssize_t);
+template PyObject* prepared_slot_star<Kind::on_error>(PyObject*, PyObject* const*, Py_ssize_t);
+template PyObject* prepared_slot_star<Kind::on_success>(PyObject*, PyObject* const*, Py_ssize_t);
 
 template PyObject* prepared_slot_fill<Kind::always>(PyObject*, PyObject* const*, Py_ssize_t);
 template PyObject* prepared_slot_fill<Kind::on_error>(PyObject*, PyObject* const*, Py_ssize_t);

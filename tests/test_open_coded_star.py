@@ -1,0 +1,204 @@
+"""`defer(*args)`: a statement whose callee comes from a starred argument owns a slot.
+
+Preparation evaluates the call's parts where the statement stands; the core's split checks the
+callee (the first item of `args`) and hands it back with the other positional arguments as a
+tuple, which the slot calls `fn(*rest, **kwargs)` on exit. The core holds nothing unless it
+already holds entries of the frame (a ScopeBound made there), when it takes this call too.
+Each case runs prepared and on the runtime path (compiled from a string): both must leave the
+same log and outcome.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import traceback
+
+import pytest
+
+from godefer import _core, defer, recover, result, set_result
+from godefer._prepare import prepare_source
+from runtime_path import run_src
+from slot_log import open_coded
+
+PRELUDE = """\
+from godefer import defer, errdefer, okdefer, scope, ScopeBound
+class Tracked(ScopeBound):
+    def __init__(self, log, tag):
+        self.log, self.tag = log, tag
+    def close(self):
+        self.log.append(self.tag)
+"""
+
+CASES = {
+    "alone": """
+        def f(log, fail):
+            defer(*(log.append, "star"))
+            if fail:
+                raise KeyError("body")
+            return 1
+    """,
+    "rest_and_keywords": """
+        def f(log, fail):
+            args = [lambda *a, **k: log.append((a, k)), 1]
+            defer(*args, 2, key=3, **{"more": 4})
+            args.append("late")
+            if fail:
+                raise KeyError("body")
+    """,
+    "kinds": """
+        def f(log, fail):
+            errdefer(*(log.append, "err"))
+            okdefer(*(log.append, "ok"))
+            defer(*(log.append, "always"))
+            if fail:
+                raise KeyError("body")
+    """,
+    "second_slot_order": """
+        def f(log, fail):
+            defer(log.append, "plain")
+            defer(*(log.append, "star"))
+            defer(log.append, "last")
+            if fail:
+                raise KeyError("body")
+    """,
+    "after_the_core_holds_entries": """
+        def f(log, fail):
+            defer(log.append, "before")
+            Tracked(log, "tracked")
+            defer(*(log.append, "star"))
+            if fail:
+                raise KeyError("body")
+    """,
+    "in_a_block": """
+        def f(log, fail):
+            with scope():
+                defer(*(log.append, "in block"))
+                if fail:
+                    raise KeyError("body")
+            log.append("after block")
+    """,
+    "raising_star_call": """
+        def f(log, fail):
+            defer(log.append, "outer")
+            defer(*(log.pop, 99))
+            if fail:
+                raise KeyError("body")
+    """,
+    "not_callable": """
+        def f(log, fail):
+            defer(log.append, "before")
+            defer(*(fail, "x"))
+            log.append("unreached")
+    """,
+    "keywords_evaluated_before_the_check": """
+        def f(log, fail):
+            defer(*(fail,), key=log.append("keyword evaluated"))
+            log.append("unreached")
+    """,
+    "nothing_to_call": """
+        def f(log, fail):
+            defer(log.append, "before")
+            defer(*(() if fail else (log.append, "ok")))
+    """,
+}
+
+
+def _prepared(src: str, tmp_path) -> dict:
+    code, did = prepare_source(PRELUDE + src, str(tmp_path / "starred.py"))
+    assert did
+    ns: dict = {"__name__": "gd_starred"}
+    exec(code, ns)
+    return ns
+
+
+def _outcome(f, fail: bool) -> tuple[list, object]:
+    log: list = []
+    try:
+        result_: object = ("returned", f(log, fail))
+    except Exception as exc:  # the outcome is what is compared
+        result_ = ("raised", type(exc).__name__, str(exc))
+    return log, result_
+
+
+@pytest.mark.parametrize("fail", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_starred_callee_agrees_with_the_runtime_path(case, fail, tmp_path):
+    src = textwrap.dedent(CASES[case])
+    prepared = _prepared(src, tmp_path)["f"]
+    assert any(n.startswith("slot_star_") for n in prepared.__code__.co_names)
+    runtime = run_src(PRELUDE + src)["f"]
+    assert not open_coded(runtime)
+    assert _outcome(prepared, fail) == _outcome(runtime, fail)
+
+
+def test_the_core_holds_nothing_for_a_starred_slot():
+    log: list = []
+
+    def f():
+        defer(*(log.append, "star"), **{})
+        log.append(_core._pending_frames())
+
+    assert open_coded(f)
+    f()
+    assert log == [0, "star"]
+
+
+def test_the_slot_keeps_the_arguments_of_the_statement():
+    log: list = []
+
+    def f():
+        args = [log.append, "then"]
+        defer(*args)
+        args[1] = "now"
+        log.append(args[1])
+
+    f()
+    assert log == ["now", "then"]
+
+
+def test_a_non_callable_starred_callee_is_a_type_error_at_its_line():
+    log: list = []
+
+    def f(bad):
+        defer(log.append, "before")
+        defer(*(bad, 1))  # the line the TypeError names
+        log.append("unreached")
+
+    line = f.__code__.co_firstlineno + 2
+    with pytest.raises(TypeError, match=r"defer\(\) needs a callable") as info:
+        f(42)
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert frames[-1].name == "f" and frames[-1].lineno == line
+    assert log == ["before"]
+
+
+def test_recover_and_set_result_from_a_starred_slot():
+    log: list = []
+
+    def rescue(tag):
+        log.append((tag, type(recover()).__name__))
+
+    def f(fail):
+        defer(*(rescue, "rescue"))
+        defer(*(lambda: fail or set_result(result() * 7),))
+        if fail:
+            raise KeyError("body")
+        return 6
+
+    assert f(False) == 42
+    assert f(True) is None
+    assert log == [("rescue", "NoneType"), ("rescue", "KeyError")]
+
+
+def test_a_starred_slot_in_a_closed_generator_runs():
+    log: list = []
+
+    def gen():
+        defer(*(log.append, "closed"))
+        yield 1
+        yield 2
+
+    g = gen()
+    assert next(g) == 1
+    g.close()
+    assert log == ["closed"]
