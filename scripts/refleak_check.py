@@ -251,6 +251,21 @@ def s_decorated(x):
     return x
 
 
+def s_star(x):
+    defer(*(sink, x))
+    errdefer(*(sink,), x=x)
+    defer(sink, x)
+    defer(*(sink, x), **{})
+    return x
+
+
+def s_star_raise(x):
+    defer(sink, x)
+    Res(x)
+    defer(*(sink, x))
+    raise Boom(x)
+
+
 def s_pair(x):
     _ = (defer(sink, x), errdefer(sink, x), defer(sink, defer(sink, x)))
     return x
@@ -428,6 +443,8 @@ SCENARIOS = {
     "recover() inline": (None, 1),
     "defer as an expression": (None, 1),
     "@defer def": (None, 1),
+    "defer(*args)": (None, 3),
+    "defer(*args) + exception": ("Boom", 3),
     "several defers in a statement": (None, 3),
     "defers pushed onto a list": (None, 2),
     "pushed + exception": ("Boom", 2),
@@ -470,6 +487,8 @@ FUNCS = {
     "recover() inline": "s_recover_inline",
     "defer as an expression": "s_expression",
     "@defer def": "s_decorated",
+    "defer(*args)": "s_star",
+    "defer(*args) + exception": "s_star_raise",
     "several defers in a statement": "s_pair",
     "defers pushed onto a list": "s_pushed",
     "pushed + exception": "s_pushed_raise",
