@@ -202,3 +202,12 @@ def test_a_starred_slot_in_a_closed_generator_runs():
     assert next(g) == 1
     g.close()
     assert log == ["closed"]
+
+
+def test_a_starred_non_iterable_names_defer_in_cpythons_error():
+    def f(x):
+        defer(*x)
+
+    with pytest.raises(TypeError, match=r"defer\(\) argument after \* must be an iterable") as info:
+        f(5)
+    assert "_prepared" not in str(info.value)

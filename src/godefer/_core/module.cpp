@@ -1,5 +1,6 @@
 // godefer._core: module definition, multi-phase init, module state lifetime.
 #include <new>
+#include <string>
 
 #include "api.hpp"
 #include "async_exit.hpp"
@@ -54,6 +55,33 @@ PyObject* replace_const(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
     PyTuple_SET_ITEM(consts, index, Py_NewRef(args[2]));
     Py_DECREF(old);
     Py_RETURN_NONE;
+}
+
+// `defer(*args)` into an open-coded slot, one per kind. Named after the scheduler, since
+// CPython names the callee in its own errors (`defer() argument after * must be an iterable`).
+// module_exec binds them as _prepared_slot_star_<name>.
+PyMethodDef star_split_methods[] = {
+    {"defer", fastcall(prepared_slot_star<Kind::always>), METH_FASTCALL,
+     "defer(*args) into an open-coded slot: (fn, *rest) -> (fn, rest), fn checked."},
+    {"errdefer", fastcall(prepared_slot_star<Kind::on_error>), METH_FASTCALL,
+     "errdefer(*args) into an open-coded slot: (fn, *rest) -> (fn, rest), fn checked."},
+    {"okdefer", fastcall(prepared_slot_star<Kind::on_success>), METH_FASTCALL,
+     "okdefer(*args) into an open-coded slot: (fn, *rest) -> (fn, rest), fn checked."},
+};
+
+int add_star_splits(PyObject* module) {
+    Ref module_name = Ref::steal(PyModule_GetNameObject(module));
+    if (!module_name) {
+        return -1;
+    }
+    for (PyMethodDef& def : star_split_methods) {
+        const Ref fn = Ref::steal(PyCFunction_NewEx(&def, module, module_name.get()));
+        const std::string name = std::string("_prepared_slot_star_") + def.ml_name;
+        if (!fn || PyModule_AddObjectRef(module, name.c_str(), fn.get()) < 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 PyMethodDef module_methods[] = {
@@ -130,12 +158,6 @@ PyMethodDef module_methods[] = {
      "errdefer(fn) into a scope's first slot, with nothing scheduled before: fn, checked."},
     {"_prepared_slot_first_okdefer", prepared_slot_first<Kind::on_success>, METH_O,
      "okdefer(fn) into a scope's first slot, with nothing scheduled before: fn, checked."},
-    {"_prepared_slot_star_defer", fastcall(prepared_slot_star<Kind::always>), METH_FASTCALL,
-     "defer(*args) into an open-coded slot: (fn, *rest) -> (fn, rest), fn checked."},
-    {"_prepared_slot_star_errdefer", fastcall(prepared_slot_star<Kind::on_error>), METH_FASTCALL,
-     "errdefer(*args) into an open-coded slot: (fn, *rest) -> (fn, rest), fn checked."},
-    {"_prepared_slot_star_okdefer", fastcall(prepared_slot_star<Kind::on_success>), METH_FASTCALL,
-     "okdefer(*args) into an open-coded slot: (fn, *rest) -> (fn, rest), fn checked."},
     {"_prepared_block_unwind", fastcall(prepared_block_unwind), METH_FASTCALL,
      "An open-coded scope() block's handler: (state, K, *groups) -> RERAISE, or None to go on."},
     {"_prepared_block_complete", fastcall(prepared_block_complete), METH_FASTCALL,
@@ -218,6 +240,9 @@ int module_exec(PyObject* module) {
         Ref::steal(make_defer_instance(st->defer_type, static_cast<int>(Kind::await_call), true));
     if (!prepared_adefer ||
         PyModule_AddObjectRef(module, "_prepared_adefer", prepared_adefer.get()) < 0) {
+        return -1;
+    }
+    if (add_star_splits(module) < 0) {
         return -1;
     }
     st->reraise = PyObject_CallNoArgs(reinterpret_cast<PyObject*>(&PyBaseObject_Type));
