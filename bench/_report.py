@@ -95,26 +95,20 @@ def bars(res: dict) -> list[dict]:
         f"{r:.3f}x" if r else "n/a",
         _met(r, BAR_PREPARED),
     )
-    block = one.get("godefer_prepared_block", {})
-    r = block.get("ratio_matched") if block.get("status") == "ok" else None
-    add(
-        f"prepared, defer inside an if <= {BAR_PREPARED}x try/finally under the same if",
-        f"{r:.3f}x" if r else "n/a",
-        _met(r, BAR_PREPARED),
-        f"vs plain try/finally: {ratio('godefer_prepared_block'):.3f}x"
-        if ratio("godefer_prepared_block")
-        else "",
-    )
-    star = one.get("godefer_prepared_star", {})
-    r = star.get("ratio_matched") if star.get("status") == "ok" else None
-    add(
-        f"prepared, defer(*args) <= {BAR_PREPARED}x try/finally calling args[0](*args[1:])",
-        f"{r:.3f}x" if r else "n/a",
-        _met(r, BAR_PREPARED),
-        f"vs plain try/finally: {ratio('godefer_prepared_star'):.3f}x"
-        if ratio("godefer_prepared_star")
-        else "",
-    )
+    # Forms measured against the same code written by hand (bench/_micro.py, MATCHED).
+    for key, what in (
+        ("godefer_prepared_block", "defer inside an if <= {}x try/finally under the same if"),
+        ("godefer_prepared_star", "defer(*args) <= {}x try/finally calling args[0](*args[1:])"),
+    ):
+        row = one.get(key, {})
+        r = row.get("ratio_matched") if row.get("status") == "ok" else None
+        plain = ratio(key)
+        add(
+            "prepared, " + what.format(BAR_PREPARED),
+            f"{r:.3f}x" if r else "n/a",
+            _met(r, BAR_PREPARED),
+            f"vs plain try/finally: {plain:.3f}x" if plain else "",
+        )
     for key, what in (
         ("godefer_prepared_expr", "defer used as an expression"),
         ("godefer_prepared_scope", "defer in a scope() block"),

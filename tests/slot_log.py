@@ -45,3 +45,24 @@ class Tracked(ScopeBound):
 
     def close(self) -> None:
         LOG.append(self.tag)
+
+
+def prepared_namespace(src: str, filename: str) -> dict:
+    """Run `src` as a module that godefer prepared (`filename` names it in tracebacks)."""
+    from godefer._prepare import prepare_source
+
+    code, did = prepare_source(src, filename)
+    assert did
+    ns: dict = {"__name__": "gd_" + filename.rsplit("/", 1)[-1].removesuffix(".py")}
+    exec(code, ns)
+    return ns
+
+
+def log_outcome(f: Callable[[list, bool], object], fail: bool) -> tuple[list, object]:
+    """What `f(log, fail)` left in its log, and what it returned or raised."""
+    log: list = []
+    try:
+        result: object = ("returned", f(log, fail))
+    except Exception as exc:  # the outcome is what is compared
+        result = ("raised", type(exc).__name__, str(exc))
+    return log, result

@@ -19,9 +19,9 @@ import traceback
 
 import pytest
 
-from godefer._prepare import COMPREHENSIONS_INLINED, MAX_OPEN_CODED, prepare_source
+from godefer._prepare import COMPREHENSIONS_INLINED, MAX_OPEN_CODED
 from runtime_path import run_src
-from slot_log import open_coded
+from slot_log import log_outcome, open_coded, prepared_namespace
 
 PRELUDE = """\
 import contextlib
@@ -332,20 +332,7 @@ CASES = {
 
 
 def _prepared(src: str, tmp_path) -> dict:
-    code, did = prepare_source(PRELUDE + src, str(tmp_path / "listed.py"))
-    assert did
-    ns: dict = {"__name__": "gd_listed"}
-    exec(code, ns)
-    return ns
-
-
-def _outcome(f, fail: bool) -> tuple[list, object]:
-    log: list = []
-    try:
-        result: object = ("returned", f(log, fail))
-    except Exception as exc:  # the outcome is what is compared
-        result = ("raised", type(exc).__name__, str(exc))
-    return log, result
+    return prepared_namespace(PRELUDE + src, str(tmp_path / "listed.py"))
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -361,7 +348,7 @@ def test_several_and_pushed_defers_agree_with_the_runtime_path(case, fail, tmp_p
     assert listed == (form == LIST or (in_comprehension and COMPREHENSIONS_INLINED))
     runtime = run_src(PRELUDE + src)["f"]
     assert not open_coded(runtime)
-    assert _outcome(prepared, fail) == _outcome(runtime, fail)
+    assert log_outcome(prepared, fail) == log_outcome(runtime, fail)
 
 
 def test_the_value_of_a_pushed_defer_is_its_callee(tmp_path):

@@ -16,9 +16,8 @@ import traceback
 import pytest
 
 from godefer import _core, defer, recover, result, set_result
-from godefer._prepare import prepare_source
 from runtime_path import run_src
-from slot_log import open_coded
+from slot_log import log_outcome, open_coded, prepared_namespace
 
 PRELUDE = """\
 from godefer import defer, errdefer, okdefer, scope, ScopeBound
@@ -104,20 +103,7 @@ CASES = {
 
 
 def _prepared(src: str, tmp_path) -> dict:
-    code, did = prepare_source(PRELUDE + src, str(tmp_path / "starred.py"))
-    assert did
-    ns: dict = {"__name__": "gd_starred"}
-    exec(code, ns)
-    return ns
-
-
-def _outcome(f, fail: bool) -> tuple[list, object]:
-    log: list = []
-    try:
-        result_: object = ("returned", f(log, fail))
-    except Exception as exc:  # the outcome is what is compared
-        result_ = ("raised", type(exc).__name__, str(exc))
-    return log, result_
+    return prepared_namespace(PRELUDE + src, str(tmp_path / "starred.py"))
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -128,7 +114,7 @@ def test_a_starred_callee_agrees_with_the_runtime_path(case, fail, tmp_path):
     assert any(n.startswith("slot_star_") for n in prepared.__code__.co_names)
     runtime = run_src(PRELUDE + src)["f"]
     assert not open_coded(runtime)
-    assert _outcome(prepared, fail) == _outcome(runtime, fail)
+    assert log_outcome(prepared, fail) == log_outcome(runtime, fail)
 
 
 def test_the_core_holds_nothing_for_a_starred_slot():
