@@ -64,7 +64,7 @@ def on_error(log):
 
 
 def coverage_target(log, flag):
-    defer(cleanup, log)
+    defer(*(cleanup, log))
     errdefer(on_error, log)
     log.append("body")
     if flag:
