@@ -28,7 +28,8 @@ if str(ROOT) not in sys.path:
 from bench import _micro  # noqa: E402
 from bench._global import callgrind_available  # noqa: E402
 
-# (table, key, baseline key): one deferred no-op, and raise-and-catch through one.
+# (table, key, baseline key): one deferred no-op, two and ten with a normal return, and
+# raise-and-catch through one.
 SUBJECTS = (
     ("one_defer", "tryfinally", None),
     ("one_defer", "godefer_prepared", "tryfinally"),
@@ -41,17 +42,26 @@ SUBJECTS = (
     ("one_defer", "godefer_prepared_core", "tryfinally"),
     ("one_defer", "godefer_runtime", "tryfinally"),
     ("one_defer", "exitstack", "tryfinally"),
+    ("return_two", "tryfinally", None),
+    ("return_two", "godefer_prepared", "tryfinally"),
+    ("return_ten", "tryfinally", None),
+    ("return_ten", "godefer_prepared", "tryfinally"),
     ("raise_one", "tryfinally", None),
     ("raise_one", "godefer_prepared", "tryfinally"),
     ("raise_one", "godefer_runtime", "tryfinally"),
 )
+# Deferred calls per call of a subject, checked before it is counted.
+CALLS = {"one_defer": 1, "return_two": 2, "return_ten": 10}
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def _candidate(table: str, key: str) -> _micro.Candidate:
-    cands = (
-        _micro.one_defer_candidates() if table == "one_defer" else _micro.exception_candidates(1)
-    )
+    cands = {
+        "one_defer": _micro.one_defer_candidates,
+        "return_two": lambda: _micro.return_candidates(2),
+        "return_ten": lambda: _micro.return_candidates(10),
+        "raise_one": lambda: _micro.exception_candidates(1),
+    }[table]()
     return next(c for c in cands if c.key == key)
 
 
@@ -59,7 +69,12 @@ def run_once(table: str, key: str, reps: int) -> None:
     """The subject's function, called `reps` times after one warm-up call."""
     f = _candidate(table, key).build()
     fn = _micro._noop
-    if table == "one_defer":
+    if table in CALLS:  # the subject makes the calls it stands for
+        ran: list[int] = []
+        f(lambda: ran.append(1))
+        if len(ran) != CALLS[table]:
+            sys.exit(f"{table}/{key}: {len(ran)} deferred calls instead of {CALLS[table]}")
+    if not table.startswith("raise_"):
         f(fn)
         for _ in range(reps):
             f(fn)

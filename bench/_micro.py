@@ -285,15 +285,28 @@ finally:
 """
 
 
-def _nested_finally(depth: int) -> str:
+def _nested_finally(depth: int, body: str = "raise ValueError") -> str:
     lines = []
     for i in range(depth):
         lines.append("    " * i + "try:")
-    lines.append("    " * depth + "raise ValueError")
+    lines.append("    " * depth + body)
     for i in reversed(range(depth)):
         lines.append("    " * i + "finally:")
         lines.append("    " * (i + 1) + "fn()")
     return "\n".join(lines)
+
+
+def return_candidates(count: int) -> list[Candidate]:
+    """Several deferred no-ops and a normal return (the instruction-count tables only)."""
+    name = {2: "return_two", 10: "return_ten"}[count]
+    return [
+        Candidate(
+            "tryfinally",
+            f"try/finally x{count} (hand-written)",
+            lambda: exec_function(_src(_nested_finally(count, "pass"))),
+        ),
+        Candidate("godefer_prepared", "godefer prepared", lambda: prepared(name)),
+    ]
 
 
 def exception_candidates(count: int) -> list[Candidate]:

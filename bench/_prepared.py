@@ -59,6 +59,24 @@ def loop_defer_arg(fn, arg, n, probe):
     probe()
 
 
+def return_two(fn):
+    defer(fn)
+    defer(fn)
+
+
+def return_ten(fn):
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+    defer(fn)
+
+
 def raise_one(fn):
     defer(fn)
     raise ValueError

@@ -67,6 +67,8 @@ INSTRUCTION_BARS = (
     ("one_defer", "godefer_prepared_scope", "prepared, defer in a scope() block"),
     ("one_defer", "godefer_prepared_star", "prepared, defer(*args)"),
     ("one_defer", "godefer_prepared_core", "prepared, _ = defer(*args) (core-held)"),
+    ("return_two", "godefer_prepared", "prepared, two top-level defers"),
+    ("return_ten", "godefer_prepared", "prepared, ten top-level defers"),
     ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
 )
 
