@@ -520,3 +520,63 @@ def test_repeated_calls_run_each_call_exactly_once():
         except ValueError:
             pass
     assert log == list(range(100))
+
+
+# On 3.12+ a runtime-path record of a frame its thread owns holds no frame object: the frame's
+# exit hook always releases it (compat::exits_always_seen). These run on the runtime path.
+RUNTIME_FRAMES = """
+import sys
+from godefer import defer
+
+def attached_later(log, i):
+    defer(log.append, ("deferred", i))
+    log.append(sys._getframe().f_code.co_name)  # a frame object made after the record
+
+def attached_before(log, i):
+    frame = sys._getframe()
+    defer(log.append, ("deferred", i))
+    log.append(frame.f_code.co_name)
+
+def no_defer(log, i):
+    log.append(("plain", i))
+
+def raising(log, i):
+    defer(log.append, ("deferred", i))
+    raise KeyError(i)
+
+def outer(log, depth):
+    defer(log.append, ("outer", depth))
+    if depth:
+        outer(log, depth - 1)
+    else:
+        raising(log, "inner")
+"""
+
+
+@pytest.mark.parametrize("name", ["attached_later", "attached_before"])
+def test_a_runtime_record_runs_whether_or_not_its_frame_object_exists(name):
+    ns = run_src(RUNTIME_FRAMES)
+    log: list = []
+    for i in range(3):
+        ns[name](log, i)
+        ns["no_defer"](log, i)  # the same frame memory, no record: nothing fires for it
+    expected: list = []
+    for i in range(3):
+        expected += [name, ("deferred", i), ("plain", i)]
+    assert log == expected
+
+
+def test_runtime_records_of_reused_frame_memory_fire_once_each():
+    ns = run_src(RUNTIME_FRAMES)
+    log: list = []
+    for i in range(20):
+        with pytest.raises(KeyError):
+            ns["raising"](log, i)
+        ns["no_defer"](log, i)
+    with pytest.raises(KeyError):
+        ns["outer"](log, 3)
+    expected: list = []
+    for i in range(20):
+        expected += [("deferred", i), ("plain", i)]
+    expected += [("deferred", "inner"), *(("outer", d) for d in range(4))]
+    assert log == expected

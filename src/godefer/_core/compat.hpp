@@ -41,7 +41,9 @@ namespace godefer::compat {
 // from the thread state without materialising a frame object. A record made by the runtime path
 // also holds the frame's PyFrameObject and is only ever matched while that frame object is still
 // attached to the interpreter frame, so it can never fire for another frame that reuses the same
-// memory. Prepared frames always drain their own record at exit and hold no frame object.
+// memory. Prepared frames always drain their own record at exit and hold no frame object; nor
+// does a runtime record that is armed as it is made for a frame whose exits are always seen
+// (exits_always_seen): its exit hook releases it before the frame's memory can be reused.
 using FrameKey = const void*;
 
 inline _PyInterpreterFrame* current_iframe(PyThreadState* tstate) noexcept {
@@ -57,6 +59,20 @@ inline PyCodeObject* iframe_code(_PyInterpreterFrame* frame) noexcept {
     return _PyFrame_GetCode(frame);
 #else
     return frame->f_code;
+#endif
+}
+
+// Whether every exit of `frame` reaches an armed exit hook, so that a record of it can never
+// outlive it unseen: on 3.12+, a frame its thread owns (not a generator's or coroutine's, which
+// can be finalised while a callback runs, when sys.monitoring reports nothing), since
+// schedule() refuses to arm a hook inside such a callback. 3.11's trace functions can be
+// replaced by other tools: never.
+inline bool exits_always_seen(_PyInterpreterFrame* frame) noexcept {
+#ifdef GODEFER_USE_MONITORING
+    return frame->owner == FRAME_OWNED_BY_THREAD;
+#else
+    (void)frame;
+    return false;
 #endif
 }
 

@@ -129,12 +129,13 @@ int watch_code(ModuleState* st, PyCodeObject* code) {
 }
 
 // The armed record of the frame the event is about, or null. The interpreter frame pointer finds
-// it without materialising a frame object; the frame object held by the record confirms it.
+// it without materialising a frame object; the frame object held by the record, if any,
+// confirms it (a record without one belongs to a frame whose exits are always seen).
 Scope* exiting_scope(ModuleState* st) {
     _PyInterpreterFrame* frame = compat::current_iframe(PyThreadState_Get());
     Scope* scope = frame != nullptr ? st->table->find(frame) : nullptr;
     if (scope == nullptr || !scope->armed || scope->unwinding != nullptr ||
-        compat::attached_frame_object(frame) != scope->frame) {
+        (scope->frame != nullptr && compat::attached_frame_object(frame) != scope->frame)) {
         return nullptr;
     }
     return scope;

@@ -86,7 +86,7 @@ PyObject* frame_object(PyThreadState* tstate, _PyInterpreterFrame* frame) {
 
 }  // namespace
 
-Scope* calling_scope(ModuleState* st, const char* who, bool prepared) {
+Scope* calling_scope(ModuleState* st, const char* who, bool prepared, bool arming) {
     PyThreadState* tstate = PyThreadState_Get();
     _PyInterpreterFrame* frame = compat::block_frame(tstate);
     if (frame == nullptr) {
@@ -110,7 +110,7 @@ Scope* calling_scope(ModuleState* st, const char* who, bool prepared) {
         prepared = is_prepared_code(st, compat::iframe_code(frame));
     }
     PyObject* frame_obj = nullptr;
-    if (!prepared) {
+    if (!prepared && !(arming && compat::exits_always_seen(frame))) {
         frame_obj = frame_object(tstate, frame);
         if (frame_obj == nullptr) {
             if (PyErr_Occurred() == nullptr) {
@@ -127,7 +127,7 @@ Scope* calling_scope(ModuleState* st, const char* who, bool prepared) {
 
 int schedule(ModuleState* st, Kind kind, PyObject* fn, PyObject* const* args, std::size_t nargs,
              PyObject* kwnames, const char* who, bool prepared) {
-    Scope* scope = calling_scope(st, who, prepared);
+    Scope* scope = calling_scope(st, who, prepared, true);
     if (scope == nullptr) {
         return -1;
     }

@@ -13,8 +13,9 @@ namespace godefer {
 // The record of the innermost Python code block calling into the core (3.11's comprehension
 // frames count as their enclosing block), created if needed. `prepared` says the caller is
 // prepared code; otherwise the code object's mark decides. `who` names the API for the error
-// raised when no Python frame is calling.
-Scope* calling_scope(ModuleState* st, const char* who, bool prepared);
+// raised when no Python frame is calling. `arming`: the caller arms the frame's exit hook on a
+// new record at once (schedule()), so a frame whose exits are always seen needs no frame object.
+Scope* calling_scope(ModuleState* st, const char* who, bool prepared, bool arming = false);
 
 // "defer", "errdefer" or "okdefer": the API that schedules entries of `kind`.
 const char* kind_name(Kind kind) noexcept;
