@@ -3,6 +3,7 @@
 
 #include <Python.h>
 
+#include "module_state.hpp"
 #include "pyref.hpp"
 #include "scope_table.hpp"
 
@@ -16,6 +17,11 @@ PyTypeObject* make_scope_bound_meta(PyObject* module);
 PyTypeObject* make_close_token_type(PyObject* module);
 PyTypeObject* make_defer_list_type(PyObject* module);
 PyTypeObject* make_drain_type(PyObject* module);
+
+// The slot checks of open-coded frames (module state and `_core._slot_check_<kind>`), and their
+// swap for the ones that hand calls to the core, in a frame whose core now holds entries.
+int add_slot_checks(PyObject* module, ModuleState* st);
+void divert_slot_checks(ModuleState* st, _PyInterpreterFrame* frame);
 
 // A special method found on the type, bound to `obj`, as `with` looks it up; null if absent (an
 // error is set only if the lookup itself failed).

@@ -242,7 +242,7 @@ int module_exec(PyObject* module) {
         PyModule_AddObjectRef(module, "_prepared_adefer", prepared_adefer.get()) < 0) {
         return -1;
     }
-    if (add_star_splits(module) < 0) {
+    if (add_star_splits(module) < 0 || add_slot_checks(module, st) < 0) {
         return -1;
     }
     st->reraise = PyObject_CallNoArgs(reinterpret_cast<PyObject*>(&PyBaseObject_Type));
@@ -269,6 +269,12 @@ int module_traverse(PyObject* module, visitproc visit, void* arg) {
     Py_VISIT(st->defer_list_type);
     Py_VISIT(st->drain_type);
     Py_VISIT(st->async_exit_type);
+    Py_VISIT(st->slot_check_type);
+    for (auto& checks : st->slot_checks) {
+        for (PyObject* check : checks) {
+            Py_VISIT(check);
+        }
+    }
     Py_VISIT(st->block_scope_type);
     Py_VISIT(st->scope_bound_meta);
     Py_VISIT(st->close_token_type);
@@ -291,6 +297,12 @@ int module_clear(PyObject* module) {
     Py_CLEAR(st->defer_list_type);
     Py_CLEAR(st->drain_type);
     Py_CLEAR(st->async_exit_type);
+    for (auto& checks : st->slot_checks) {
+        for (PyObject*& check : checks) {
+            Py_CLEAR(check);
+        }
+    }
+    Py_CLEAR(st->slot_check_type);
     Py_CLEAR(st->block_scope_type);
     Py_CLEAR(st->scope_bound_meta);
     Py_CLEAR(st->close_token_type);

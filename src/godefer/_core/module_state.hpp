@@ -8,6 +8,8 @@
 
 namespace godefer {
 
+inline constexpr int slot_check_kinds = 3;
+
 struct ModuleState {
     PyTypeObject* defer_type = nullptr;        // type of defer / errdefer / okdefer
     PyTypeObject* block_scope_type = nullptr;  // what scope() returns
@@ -16,6 +18,10 @@ struct ModuleState {
     PyTypeObject* defer_list_type = nullptr;   // a loop's slot in an open-coded frame
     PyTypeObject* drain_type = nullptr;        // DeferList.drain()
     PyTypeObject* async_exit_type = nullptr;   // the exit of a scope that awaits
+    PyTypeObject* slot_check_type = nullptr;   // what open-coded slots are filled through
+    // Per kind (defer, errdefer, okdefer): the open check ([0]) and the one that hands the call
+    // to the core ([1]) (slot_check.cpp).
+    PyObject* slot_checks[2][3] = {};
     PyObject* not_prepared_error = nullptr;
     PyObject* str_enter = nullptr;
     PyObject* str_exit = nullptr;

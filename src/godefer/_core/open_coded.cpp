@@ -3,6 +3,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api.hpp"
 #include "code_flags.hpp"
 #include "compat.hpp"
 #include "defer_list.hpp"
@@ -166,6 +167,7 @@ int note_core_entry(ModuleState* st, void* frame_ptr) {
         if (*state == nullptr) {
             return -1;
         }
+        divert_slot_checks(st, frame);  // later fills go to the core too
     }
     return 0;
 }

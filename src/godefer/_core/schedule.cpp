@@ -24,10 +24,7 @@ const char* kind_name(Kind kind) noexcept {
     return "defer";
 }
 
-int require_callable(PyObject* fn, Kind kind) {
-    if (PyCallable_Check(fn) != 0) {
-        return 0;
-    }
+int not_callable(PyObject* fn, Kind kind) {
     const char* who = kind_name(kind);
     PyErr_Format(PyExc_TypeError,
                  "%s() needs a callable as its first argument, got %.100s object %.200R; "

@@ -20,8 +20,14 @@ Scope* calling_scope(ModuleState* st, const char* who, bool prepared, bool armin
 // "defer", "errdefer" or "okdefer": the API that schedules entries of `kind`.
 const char* kind_name(Kind kind) noexcept;
 
-// 0 if `fn` is callable; else -1 with the TypeError a defer statement raises at its line.
-int require_callable(PyObject* fn, Kind kind);
+// -1 with the TypeError a defer statement raises at its line for a non-callable `fn`.
+int not_callable(PyObject* fn, Kind kind);
+
+// 0 if `fn` is callable (PyCallable_Check's test, inline: it runs once per defer); else
+// not_callable().
+inline int require_callable(PyObject* fn, Kind kind) {
+    return Py_TYPE(fn)->tp_call != nullptr ? 0 : not_callable(fn, kind);
+}
 
 // Adds an entry to the calling block's scope and makes sure its exit will be seen. On failure
 // nothing is scheduled and -1 is returned with an exception set.
