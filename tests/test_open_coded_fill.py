@@ -1,9 +1,10 @@
-"""Filling a slot with `defer(f)`: one call into the core checks f and returns it for the slot.
+"""Filling a slot with `defer(f)`: the core checks f and returns it for the slot.
 
-This module is prepared by godefer's pytest plugin. A defer with no arguments fills its slot
-through `__godefer_fill_*__(state, f)`: a non-callable f is a TypeError at the defer's line with
-nothing scheduled; when the core already holds entries of the frame (a ScopeBound made there),
-the core takes f instead, so the scope's one stack keeps its order.
+This module is prepared by godefer's pytest plugin. A defer with no arguments fills a function's
+later slots through a check local, `__godefer_ck_d__[f]` (a block's through
+`__godefer_fill_d__(f, state)`): a non-callable f is a TypeError at the defer's line with nothing
+scheduled; when the core already holds entries of the frame (a ScopeBound made there), the core
+takes f instead, so the scope's one stack keeps its order.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ LINES: list[int] = []
 NOT_CALLABLE = 42
 
 
-def fills_through_the_core() -> bool:
-    return "__godefer_fill_d__" in defer_after_core_entry.__code__.co_names
+CHECKS = ("__godefer_ck_d__", "__godefer_ck_e__", "__godefer_ck_o__")
+
+
+def fills_through_checks(fn) -> bool:
+    return all(name in fn.__code__.co_varnames for name in CHECKS)
 
 
 def bad_defer():
@@ -71,7 +75,7 @@ def defer_after_core_entry(fail):
 
 
 def test_fills_after_a_core_entry_run_in_reverse_order_on_return():
-    assert open_coded(defer_after_core_entry) and fills_through_the_core()
+    assert open_coded(defer_after_core_entry) and fills_through_checks(defer_after_core_entry)
     defer_after_core_entry(False)
     assert LOG == ["core 2", "okdefer", "defer", "core 1", "slot 0"]
 
@@ -104,7 +108,7 @@ def assigned_fills(bad):
 
 
 def test_x_equals_defer_fills_through_the_core_and_binds_the_callee():
-    assert "__godefer_fill_d__" in assigned_fills.__code__.co_names
+    assert "__godefer_ck_d__" in assigned_fills.__code__.co_varnames
     fn = assigned_fills(False)
     assert LOG == ["assigned"]
     assert callable(fn)
@@ -123,6 +127,80 @@ def assigned_after_core_entry():
 def test_x_equals_defer_after_a_core_entry_binds_the_callee_and_runs_first():
     assigned_after_core_entry()
     assert LOG == [("bound", True), "assigned", "core"]
+
+
+# --- the check local: swapped when the core starts holding entries of the frame -------------
+
+
+def check_state() -> str:
+    """What the calling frame's defer check is: "open" (slots keep calls), or "core"."""
+    check = sys._getframe(1).f_locals["__godefer_ck_d__"]
+    return "core" if "core" in repr(check) else "open"
+
+
+def callee_makes_a_core_entry():
+    defer(note("slot 0"))
+    defer(note("slot 1"))
+    LOG.append(("check", check_state()))
+    # Evaluating the callee makes the core hold an entry of this frame: the defer must go after
+    # it, to the core, though the check local was the open one when the statement began.
+    defer((Tracked("core"), note("after core"))[1])
+    LOG.append(("check", check_state()))
+
+
+def test_a_callee_making_a_core_entry_is_evaluated_before_the_check():
+    assert fills_through_checks(callee_makes_a_core_entry) is False  # only defer's
+    assert "__godefer_ck_d__" in callee_makes_a_core_entry.__code__.co_varnames
+    callee_makes_a_core_entry()
+    assert LOG == [
+        ("check", "open"),
+        ("check", "core"),
+        "after core",
+        "core",
+        "slot 1",
+        "slot 0",
+    ]
+
+
+def recursing(depth):
+    defer(note(("outer first", depth)))
+    if depth:
+        recursing(depth - 1)
+    else:
+        Tracked("core")  # only this frame's checks change
+    defer(note(("outer second", depth)))
+    LOG.append((depth, check_state()))
+
+
+def test_each_frame_has_its_own_checks():
+    recursing(1)
+    assert LOG == [
+        (0, "core"),
+        ("outer second", 0),
+        "core",
+        ("outer first", 0),
+        (1, "open"),
+        ("outer second", 1),
+        ("outer first", 1),
+    ]
+    LOG.clear()
+    recursing(0)  # a new frame starts with the open check again
+    assert LOG[0] == (0, "core")
+    LOG.clear()
+    recursing(1)
+    assert LOG[4] == (1, "open")
+
+
+def test_the_checks_are_the_cores_and_reject_what_is_not_callable():
+    from godefer import _core
+
+    for kind in ("defer", "errdefer", "okdefer"):
+        check = getattr(_core, f"_slot_check_{kind}")
+        assert check[len] is len
+        with pytest.raises(TypeError, match=f"{kind}\\(\\) needs a callable"):
+            check[NOT_CALLABLE]
+        with pytest.raises(TypeError):
+            type(check)()  # not instantiable
 
 
 # --- the first fill, before the scope's try ------------------------------------------------------

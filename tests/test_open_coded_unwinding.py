@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from godefer import defer, errdefer, okdefer, recover, result, set_result
+from godefer import defer, errdefer, okdefer, recover, result, scoped, set_result
 from godefer._prepare import MAX_OPEN_CODED
 from slot_log import (
     LOG,
@@ -258,3 +258,81 @@ def test_beyond_the_limit_the_last_slots_share_one_list(count, fails, tmp_path):
     else:
         f(log, ok=True)
     assert log == list(reversed(range(count)))
+
+
+# --- a slot raising on a normal return -----------------------------------------------------------
+# The calls of a return run with no store between them; a slot that raises marks its index in a
+# handler of its own, and the core runs the slots below it with its exception in flight.
+
+
+class LoggingCM:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        LOG.append(("cm exit", exc_info[0]))
+        return False
+
+
+def raise_on_exit(tag):
+    def call():
+        LOG.append(tag)
+        raise KeyError(tag)
+
+    return call
+
+
+def raises_on_return_among_plain_slots():
+    defer(note("slot 0"))
+    errdefer(lambda: LOG.append(("errdefer", type(sys.exception()))))
+    defer(raise_on_exit("slot 2"))
+    defer(note("slot 3"))
+    okdefer(note("okdefer: not with an exception"))
+    return "value"
+
+
+def test_a_plain_slot_raising_on_return_runs_each_lower_slot_once():
+    assert open_coded(raises_on_return_among_plain_slots)
+    with pytest.raises(KeyError, match="slot 2"):
+        raises_on_return_among_plain_slots()
+    ran = ["okdefer: not with an exception", "slot 3", "slot 2"]
+    log = list(LOG)
+    assert log == [*ran, ("errdefer", KeyError), "slot 0"]
+
+
+def slot_zero_raises_after_a_scoped_exit():
+    defer(raise_on_exit("slot 0"))
+    scoped(LoggingCM())  # its exit is announced by a store before it: slot 0 marks its own
+    defer(note("slot 2"))
+
+
+def test_slot_zero_raising_after_a_scoped_exit_is_not_run_twice():
+    assert open_coded(slot_zero_raises_after_a_scoped_exit)
+    with pytest.raises(KeyError, match="slot 0"):
+        slot_zero_raises_after_a_scoped_exit()
+    assert LOG == ["slot 2", ("cm exit", None), "slot 0"]
+
+
+def slot_one_raises_after_a_scoped_exit():
+    defer(note("slot 0"))
+    defer(raise_on_exit("slot 1"))
+    scoped(LoggingCM())
+    return set_result
+
+
+def test_a_slot_raising_after_a_scoped_exit_runs_the_rest_once():
+    with pytest.raises(KeyError, match="slot 1"):
+        slot_one_raises_after_a_scoped_exit()
+    assert LOG == [("cm exit", None), "slot 1", "slot 0"]
+
+
+def returns_result_through_marked_slots():
+    defer(lambda: set_result(result() + 1))
+    defer(lambda: set_result(result() * 7))
+    defer(lambda: LOG.append(("sees", result())))
+    return 5
+
+
+def test_result_and_set_result_in_slots_of_a_normal_return():
+    assert returns_result_through_marked_slots() == 36
+    assert LOG == [("sees", 5)]

@@ -64,6 +64,14 @@ FIRST_FILLS = {
     "errdefer": ("__godefer_first_e__", "slot_first_errdefer"),
     "okdefer": ("__godefer_first_o__", "slot_first_okdefer"),
 }
+# ... and of a function's later slots, per role: the frame local a slot is filled through by a
+# subscript (`__godefer_1__ = __godefer_ck_d__[f]`, the core's SlotCheck), the module global that
+# local starts as, and its _rt name.
+SLOT_CHECKS = {
+    "defer": ("__godefer_ck_d__", "__godefer_check_d__", "slot_check_defer"),
+    "errdefer": ("__godefer_ck_e__", "__godefer_check_e__", "slot_check_errdefer"),
+    "okdefer": ("__godefer_ck_o__", "__godefer_check_o__", "slot_check_okdefer"),
+}
 # The _rt function that splits `defer(*args)` into its callee and the other arguments, per role.
 STAR_SPLITS = {
     "defer": "slot_star_defer",
@@ -998,6 +1006,8 @@ class OpenCoder:
         # A block's coder: the ids of the return/break/continue statements leaving the block.
         self.leaving: set[int] = set()
         self.uses_temp = False  # a slot's callee passes through __godefer_f__ (assigned_slot)
+        self.checks: set[str] = set()  # roles whose slots are filled through a check local
+        self.first_site: tuple[ast.Assign, str] | None = None  # a function's first fill, role
         self.uses_scoped_temps = False  # scoped() as an expression (_entered_expression)
         # Slots holding what scoped_slot() returned, (exit callable, kind, value), whole.
         self.entered_tuples: set[int] = set()
@@ -1024,14 +1034,18 @@ class OpenCoder:
         # can run the exit where it stands.
         self.inline_returns = _leaving_block(body) is not None
         out, head = self._emit(body[len(docstring) :], (ast.Return,))
-        # One chained assignment: one constant load and pairs of stores the interpreter fuses.
         filled = 1 if head else 0  # a hoisted first slot is assigned before the init
         result = [] if self._lean() else [RV]
         locals_ = [self.st, *result, *(f"{self.p}{i}__" for i in range(filled, len(self.slots)))]
-        init = " = ".join(locals_) + " = None\n"
+        head_stmts, early = out[:head], self._check_first_fill()
+        if early is not None:  # before the statements before it (they call nothing), at their line
+            check_init = _parse(_check_init(early))
+            head_stmts = [*(_at_line(s, head_stmts[0].lineno) for s in check_init), *head_stmts]
+        init = _none_init(locals_) + "\n"
+        init += "".join(_check_init(role) for role in sorted(self.checks) if role != early)
         # The init carries the line of the statement before it: no line event of its own.
         first = out[head - 1].lineno if head else (_first_user_line(out) if out else self.line)
-        init_stmts = [*out[:head], *(_at_line(s, first) for s in _parse(init))]
+        init_stmts = [*head_stmts, *(_at_line(s, first) for s in _parse(init))]
         out = out[head:]
         if self.inline_returns:
             # Falling off the end is one more return site. The result is still None there: no
@@ -1051,6 +1065,21 @@ class OpenCoder:
             init_stmts,
             out + (_fall_off(self.valued) if has_value_return else []),
         )
+
+    def _check_first_fill(self) -> str | None:
+        """When the function fills later slots of its first slot's role through a check local:
+        the first fill goes through it too, `__godefer_0__ = __godefer_ck_d__[f]`, cheaper than
+        the call of `__godefer_first_d__(f)` once the local is there. Returns that role, whose
+        local must then be set first (None if the first fill stays a call)."""
+        if self.first_site is None or self.first_site[1] not in self.checks:
+            return None
+        assign, role = self.first_site
+        call = assign.value
+        assert isinstance(call, ast.Call)
+        check = ast.Subscript(value=_name(SLOT_CHECKS[role][0]), slice=call.args[0], ctx=ast.Load())
+        assign.value = ast.copy_location(check, call)
+        ast.copy_location(check.value, call)
+        return role
 
     # -- open-coded `with scope():` blocks ------------------------------------------------------
 
@@ -1163,7 +1192,7 @@ class OpenCoder:
             inline += step
         # A finished block keeps nothing: its locals let go of the calls and their arguments.
         held = [local for local in self._held_locals() if local not in released]
-        inline += _parse(" = ".join(held) + " = None") if held else []
+        inline += _parse(_none_init(held)) if held else []
         # The inline calls in the `else`, which falls through: no jump on the common path.
         exit_ = _parse(
             f"if {self.st} is not None:\n"
@@ -1196,10 +1225,7 @@ class OpenCoder:
         head, body = body[: self.head], body[self.head :]
         filled = 1 if head else 0  # a hoisted first slot is assigned before the init
         locals_ = [self.st, *(f"{self.p}{i}__" for i in range(filled, len(self.slots)))]
-        init = [
-            _at_line(s, head[-1].lineno if head else line)
-            for s in _parse(" = ".join(locals_) + " = None")
-        ]
+        init = [_at_line(s, head[-1].lineno if head else line) for s in _parse(_none_init(locals_))]
         if head:  # the `with` line still reports first, as the `with` statement did (a no-op
             # statement: a NOP, dropped when code before already carries the line)
             head.insert(0, _at_line(ast.Expr(ast.Constant(None)), line))
@@ -1472,7 +1498,7 @@ class OpenCoder:
         self.call_shapes.append((call_args, call_keywords))
         callable_for_sure = isinstance(values[0][1], ast.Lambda)
         if fused and len(values) == 1 and not callable_for_sure:
-            return self._locate(stmt, [self._filled(i, role, values[0][1])])
+            return self._locate(stmt, self._filled(i, role, values[0][1]))
         fallback = self._fill_check(i, callable_for_sure)
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [self._store(values), fallback])
@@ -1507,21 +1533,39 @@ class OpenCoder:
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [*stmts, fallback])
 
-    def _filled(self, i: int, role: str, callee: ast.expr) -> ast.Assign:
-        """`__godefer_i__ = fill(f, state)` for `defer(f)`: one call into the core that checks
-        f is callable (TypeError at this line) and returns it for the slot, or gives it to the
-        core when the core holds entries of the frame (returning None for the slot). Cheaper
-        than the test _fill_check writes; a call with arguments keeps that test, since the
-        arguments are evaluated after f."""
+    def _filled(self, i: int, role: str, callee: ast.expr) -> list[ast.stmt]:
+        """`defer(f)` into slot i: the core checks f is callable (TypeError at this line) and
+        returns it for the slot, or takes the call when it holds entries of the frame (None
+        for the slot). Cheaper than the test _fill_check writes; a call with arguments keeps
+        that test, since the arguments are evaluated after f.
+
+        A function's later slots subscript a check local, `__godefer_1__ = __godefer_ck_d__[f]`
+        (the cheapest way from bytecode into C; the core swaps the local when it starts holding
+        entries of the frame). The check is loaded before the subscript's operand, so a callee
+        that may run code is evaluated into a temporary first. A block's slots pass its state:
+        `__godefer_bK_1__ = __godefer_fill_d__(f, __godefer_bK_st__)`."""
+        slot = _name(f"{self.p}{i}__", ast.Store())
         if self.first_fill:  # nothing scheduled yet: no state to pass (see _hoisted)
             self.first_fill = False
             fill = ast.Call(func=_name(FIRST_FILLS[role][0]), args=[callee], keywords=[])
-        else:
+            assign = ast.Assign(targets=[slot], value=fill)
+            if self.root is self:  # rewrite() may make it a check's, as the later fills
+                self.first_site = (assign, role)
+            return [assign]
+        if self.root is not self:
             # The state after the callee: evaluating it may make the core hold entries.
             fill = ast.Call(
                 func=_name(SLOT_FILLS[role][0]), args=[callee, _name(self.st)], keywords=[]
             )
-        return ast.Assign(targets=[_name(f"{self.p}{i}__", ast.Store())], value=fill)
+            return [ast.Assign(targets=[slot], value=fill)]
+        stmts: list[ast.stmt] = []
+        if not isinstance(callee, ast.Name):
+            self.uses_temp = True
+            stmts.append(ast.Assign(targets=[_name("__godefer_f__", ast.Store())], value=callee))
+            callee = _name("__godefer_f__")
+        self.checks.add(role)
+        check = ast.Subscript(value=_name(SLOT_CHECKS[role][0]), slice=callee, ctx=ast.Load())
+        return [*stmts, ast.Assign(targets=[slot], value=check)]
 
     def _fill_check(self, i: int, callable_for_sure: bool) -> ast.If:
         """After slot i is filled: the core takes the call when it holds entries of the frame,
@@ -1568,12 +1612,12 @@ class OpenCoder:
             if self.first_fill:  # the core cannot take it: the slot itself holds the callee
                 fill = self._filled(i, slot.role, callee)
                 bind = ast.Assign(targets=targets, value=_name(f"{self.p}{i}__"))
-                return self._locate(node, [fill, bind])
+                return self._locate(node, [*fill, bind])
             self.uses_temp = True
             temp = ast.Assign(targets=[_name("__godefer_f__", ast.Store())], value=callee)
             bind = ast.Assign(targets=targets, value=_name("__godefer_f__"))
             fill = self._filled(i, slot.role, _name("__godefer_f__"))
-            return self._locate(node, [temp, fill, bind])
+            return self._locate(node, [temp, *fill, bind])
         self.may_skip[-1] = True  # the fallback below empties the slot
         # Not fused: the targets get the callee even when the core takes it from the slot.
         store, fallback = self._single_slot(node, slot.role, slot.call, fused=False)
@@ -1985,10 +2029,11 @@ class OpenCoder:
         return [ast.Expr(call), ast.Return()]
 
     def _on_return(self, none: bool = False) -> list[ast.stmt]:
-        """Returning: call the reached slots inline, last first, each announced in the state
-        (OPEN_RETURNING + its index: the core then knows which already ran if one raises, and
-        result() / set_result() know the frame is returning); or, when the core holds entries
-        of this frame too, let it run everything."""
+        """Returning: call the reached slots inline, last first, the state saying so
+        (OPEN_RETURNING: result() / set_result() know the frame is returning); or, when the
+        core holds entries of this frame too, let it run everything. A slot that raises sets
+        the state to OPEN_RETURNING + its index in a handler of its own, so the core knows which
+        already ran: no store runs between the calls of a normal return."""
         inline: list[ast.stmt] = []
         # CPython 3.13.0 miscompiles a block without a line number that contains a call, is
         # reached from more than one place and falls through to the next test (it copies the
@@ -1996,19 +2041,32 @@ class OpenCoder:
         # may be unreached make such joins, so then every call gets an `if` of its own, and the
         # joins hold only the tests.
         guard_all = any(self.may_skip)
+        announced = False  # the state no longer says OPEN_RETURNING (slot 0's own value)
         for i in reversed(range(len(self.slots))):
             if self.slots[i][0] == "errdefer":
                 continue  # passed with nothing in flight
-            announce = _parse(f"{self.st} = {OPEN_RETURNING + i}")
+            call = [self._call_slot(i)]
+            if not isinstance(call[0], ast.Expr):
+                # A compound exit (scoped's kind test, a list's loop) in a `try` reports the
+                # line a second time on 3.11: it is announced by a store instead.
+                call = [*_parse(f"{self.st} = {OPEN_RETURNING + i}"), *call]
+                announced = announced or i > 0
+            elif i or announced:
+                marked = _parse(
+                    f"try:\n    pass\nexcept BaseException:\n"
+                    f"    {self.st} = {OPEN_RETURNING + i}\n    raise"
+                )[0]
+                assert isinstance(marked, ast.Try)
+                marked.body, call = call, [marked]
             if guard_all:
                 step = _parse(f"if {self.p}{i}__ is not None:\n    pass")[0]
                 assert isinstance(step, ast.If)
-                step.body = [*announce, self._call_slot(i)]
+                step.body = call
                 inline.append(step)
             else:
-                inline += [*announce, self._call_slot(i)]
-        if not inline and self.slots:
-            inline = _parse(f"{self.st} = {OPEN_RETURNING}")
+                inline += call
+        if self.slots:
+            inline = [*_parse(f"{self.st} = {OPEN_RETURNING}"), *inline]
         inline += _parse(f"return {RV}" if self.valued and not none else "return")
         normal = _parse(f"if {self.st} is None:\n    pass")[0]
         assert isinstance(normal, ast.If)
@@ -2164,6 +2222,22 @@ _COMPOUND = (
     ast.ClassDef,
     ast.Return,
 )
+
+
+def _check_init(role: str) -> str:
+    local, global_, _ = SLOT_CHECKS[role]
+    return f"{local} = {global_}\n"
+
+
+def _none_init(names: list[str]) -> str:
+    """Many names, `a, b, c, d, e = None, None, None, None, None`: the compiler makes the right
+    side one constant tuple, which the interpreter unpacks into stores it fuses in pairs. A chain
+    `a = b = c = None` costs a copy and a store per name, about 12 instructions more per name
+    on 3.12 under callgrind, but the unpacking costs about 40 once: for four names or fewer the
+    chain is cheaper."""
+    if len(names) <= 4:
+        return " = ".join(names) + " = None"
+    return ", ".join(names) + " = " + ", ".join(["None"] * len(names))
 
 
 def _runs_nothing(nodes: list[ast.AST]) -> bool:
@@ -2406,12 +2480,16 @@ def _first_user_line(body: list[ast.stmt]) -> int:
     return 1
 
 
+def imported_globals() -> list[tuple[str, str]]:
+    """(global name, _rt name) of what prepared code reads as module globals besides RT."""
+    checks = [(name, attr) for _, name, attr in SLOT_CHECKS.values()]
+    return [*SLOT_FILLS.values(), *FIRST_FILLS.values(), *checks]
+
+
 def _runtime_import(line: int) -> list[ast.stmt]:
     """`import godefer._rt as __godefer_rt__` plus marking the module's code prepared, carrying
     the line of the statement they precede (so no line event of their own)."""
-    fills = ", ".join(
-        f"{attr} as {name}" for name, attr in [*SLOT_FILLS.values(), *FIRST_FILLS.values()]
-    )
+    fills = ", ".join(f"{attr} as {name}" for name, attr in imported_globals())
     stmts = ast.parse(
         f"import godefer._rt as {RT}\nfrom godefer._rt import {fills}\n{RT}.mark_running_module()"
     ).body

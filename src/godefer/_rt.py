@@ -11,7 +11,7 @@ import sys
 from types import CodeType
 
 from godefer import _core
-from godefer._prepare import FIRST_FILLS, RT, SLOT_FILLS
+from godefer._prepare import RT, imported_globals
 
 defer = _core._prepared_defer
 errdefer = _core._prepared_errdefer
@@ -42,6 +42,9 @@ slot_okdefer = _core._prepared_slot_okdefer
 slot_first_defer = _core._prepared_slot_first_defer
 slot_first_errdefer = _core._prepared_slot_first_errdefer
 slot_first_okdefer = _core._prepared_slot_first_okdefer
+slot_check_defer = _core._slot_check_defer
+slot_check_errdefer = _core._slot_check_errdefer
+slot_check_okdefer = _core._slot_check_okdefer
 slot_star_defer = _core._prepared_slot_star_defer
 slot_star_errdefer = _core._prepared_slot_star_errdefer
 slot_star_okdefer = _core._prepared_slot_star_okdefer
@@ -59,7 +62,7 @@ def install(namespace: dict) -> None:
     """Bind the globals prepared code reads in a module namespace that did not run the import
     statement preparation inserts (in-place preparation, @scope)."""
     namespace.setdefault(RT, sys.modules[__name__])
-    for name, attr in [*SLOT_FILLS.values(), *FIRST_FILLS.values()]:
+    for name, attr in imported_globals():
         namespace.setdefault(name, globals()[attr])
 
 
