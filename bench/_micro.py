@@ -186,7 +186,7 @@ def one_defer_candidates() -> list[Candidate]:
         ),
         Candidate(
             "godefer_prepared_core",
-            "godefer prepared: _ = defer(*args) (core-held)",
+            "godefer prepared: return defer(*args) (core-held)",
             lambda: prepared("one_defer_core"),
         ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),

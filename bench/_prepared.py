@@ -8,9 +8,10 @@ Defers are open-coded: a defer outside loops, as a statement, an expression or `
 nested def, keeps its callee and arguments in frame locals; the defers of a loop, and those of a
 statement that cannot give each a slot, share a list in a frame local. They run inline on return.
 A ``with scope():`` block gets slots of its own in the same way (``one_defer_scope``), and so
-does ``defer(*args)`` (``one_defer_star``: its slot holds the callee and the other arguments). A
-defer used as an expression whose callee comes from ``*args`` (``one_defer_core``) is kept by the
-C++ core, as are the calls of a function with a defer in a comprehension on 3.11.
+does ``defer(*args)`` (``one_defer_star``: its slot holds the callee and the other arguments), as
+a statement or as an assignment's value. A defer inside another expression whose callee comes
+from ``*args`` (``one_defer_core``, ``return defer(*args)``) is kept by the C++ core, as are the
+calls of a function with a defer in a comprehension on 3.11.
 """
 
 from godefer import defer, scope
@@ -45,7 +46,7 @@ def one_defer_star(fn):
 
 
 def one_defer_core(fn):
-    _ = defer(*(fn,))
+    return defer(*(fn,))
 
 
 def loop_defer(fn, n):

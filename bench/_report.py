@@ -66,7 +66,7 @@ INSTRUCTION_BARS = (
     ("one_defer", "godefer_prepared_expr", "prepared, defer as an expression"),
     ("one_defer", "godefer_prepared_scope", "prepared, defer in a scope() block"),
     ("one_defer", "godefer_prepared_star", "prepared, defer(*args)"),
-    ("one_defer", "godefer_prepared_core", "prepared, _ = defer(*args) (core-held)"),
+    ("one_defer", "godefer_prepared_core", "prepared, return defer(*args) (core-held)"),
     ("return_two", "godefer_prepared", "prepared, two top-level defers"),
     ("return_ten", "godefer_prepared", "prepared, ten top-level defers"),
     ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
@@ -114,7 +114,7 @@ def bars(res: dict) -> list[dict]:
     for key, what in (
         ("godefer_prepared_expr", "defer used as an expression"),
         ("godefer_prepared_scope", "defer in a scope() block"),
-        ("godefer_prepared_core", "_ = defer(*args) (core-held)"),
+        ("godefer_prepared_core", "return defer(*args) (core-held)"),
     ):
         r = ratio(key)
         add(
@@ -140,7 +140,7 @@ def bars(res: dict) -> list[dict]:
         ("godefer_prepared_expr", "expression"),
         ("godefer_prepared_scope", "scope() block"),
         ("godefer_prepared_star", "defer(*args)"),
-        ("godefer_prepared_core", "_ = defer(*args), core-held"),
+        ("godefer_prepared_core", "return defer(*args), core-held"),
     ):
         row = one.get(key, {})
         f = row.get("exitstack_over_this") if row.get("status") == "ok" else None

@@ -14,7 +14,7 @@ Measured (see bench/README.md for the method of each):
 
 1. a function with one deferred no-op: godefer prepared (a module imported through godefer's
    import hook, bench/_prepared.py: a top-level defer, one inside an ``if``, ``_ = defer(fn)``,
-   one in a ``with scope():`` block and ``defer(*args)``, open-coded, and ``_ = defer(*args)``,
+   one in a ``with scope():`` block and ``defer(*args)``, open-coded, and ``return defer(*args)``,
    held by the core), godefer's runtime path (a function built by ``exec``),
    hand-written try/finally (the limit), contextlib.ExitStack, python-defer and deferrer;
 2. N deferred calls in a loop (N = 1, 10, 1000): time per call, and memory per pending call;

@@ -971,8 +971,10 @@ class _Renderer:
                 self.line(ind, f"{callee}({_arglist(pos, kw)}) in {kind}")
             elif self.style == "godefer" and s.site % 3 == 1:
                 # The value of defer() used (it is the callee): one site in three, so that
-                # preparation also meets defers in expressions (open-coded outside loops).
-                self.line(ind, f"_d{s.site} = {kind}({_arglist([callee, *pos], kw)})")
+                # preparation also meets defers in expressions (open-coded outside loops); one
+                # of those in four with the callee from a starred argument.
+                first = f"*({callee},)" if s.site % 4 == 3 and kind != "adefer" else callee
+                self.line(ind, f"_d{s.site} = {kind}({_arglist([first, *pos], kw)})")
             elif self.style == "godefer" and s.site % 5 == 2:
                 # In a conditional expression (whose test is always true): pushed onto a list
                 # slot of the statement, or of the loop around it.

@@ -2,8 +2,9 @@
 
 Preparation evaluates the call's parts where the statement stands; the core's split checks the
 callee (the first item of `args`) and hands it back with the other positional arguments as a
-tuple, which the slot calls `fn(*rest, **kwargs)` on exit. The core holds nothing unless it
-already holds entries of the frame (a ScopeBound made there), when it takes this call too.
+tuple, which the slot calls `fn(*rest, **kwargs)` on exit; `x = defer(*args)` binds the callee
+too. The core holds nothing unless it already holds entries of the frame (a ScopeBound made
+there), when it takes this call too.
 Each case runs prepared and on the runtime path (compiled from a string): both must leave the
 same log and outcome.
 """
@@ -93,6 +94,39 @@ CASES = {
         def f(log, fail):
             defer(*(fail,), key=log.append("keyword evaluated"))
             log.append("unreached")
+    """,
+    "assigned_first": """
+        def f(log, fail):
+            bound = defer(*(log.append, "star"))
+            log.append(("bound", bound == log.append))
+            if fail:
+                raise KeyError("body")
+    """,
+    "assigned_with_rest_and_keywords": """
+        def f(log, fail):
+            log.append("first")
+            got = defer(*[lambda *a, **k: log.append((a, k)), 1], 2, key=3)
+            log.append(("got", got.__name__))
+            if fail:
+                raise KeyError("body")
+    """,
+    "assigned_after_the_core_holds_entries": """
+        def f(log, fail):
+            defer(log.append, "before")
+            Tracked(log, "tracked")
+            bound = defer(*(log.append, "star"))
+            log.append(("bound", bound == log.append))
+            if fail:
+                raise KeyError("body")
+    """,
+    "assigned_not_callable": """
+        def f(log, fail):
+            defer(log.append, "before")
+            bound = "unbound"
+            try:
+                bound = defer(*(fail, "x"))
+            finally:
+                log.append(("target", bound))
     """,
     "nothing_to_call": """
         def f(log, fail):
@@ -197,3 +231,17 @@ def test_a_starred_non_iterable_names_defer_in_cpythons_error():
     with pytest.raises(TypeError, match=r"defer\(\) argument after \* must be an iterable") as info:
         f(5)
     assert "_prepared" not in str(info.value)
+
+
+def test_an_assigned_starred_defer_has_a_slot_and_binds_the_callee():
+    log: list = []
+
+    def f():
+        log.append("first")  # a call: the fill is not hoisted, and may go to the core
+        bound = defer(*(log.append, "star"), **{})
+        log.append((_core._pending_frames(), bound == log.append))
+
+    assert open_coded(f)
+    assert any(n.startswith("slot_star_") for n in f.__code__.co_names)
+    f()
+    assert log == ["first", (0, True), "star"]

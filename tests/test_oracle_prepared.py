@@ -615,7 +615,8 @@ def test_selfcheck_extended_coverage():
 
 
 def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
-    """The prepared programs hold functions with slots (starred callees among them), loop
+    """The prepared programs hold functions with slots (starred callees among them, as
+    statements and as assigned values), loop
     lists, lists their statements' pushes fill (a defer in a conditional expression), and
     statements holding two defers, so the comparisons cover each."""
     indexes = _extended_indexes()[:60]
@@ -623,7 +624,11 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
     kinds: Counter = Counter()
     for prog, imported in zip(progs, import_programs(progs), strict=True):
         assert imported.error is None, imported.error
-        kinds["paired"] += len(re.findall(r"_p\d+ = \(", op.render_godefer_module(prog)))
+        rendered = op.render_godefer_module(prog)
+        kinds["paired"] += len(re.findall(r"_p\d+ = \(", rendered))
+        kinds["assigned_star"] += len(
+            re.findall(r"_d\d+ = (?:defer|errdefer|okdefer)\(\*", rendered)
+        )
         for f in prog.functions:
             code = imported.namespace[f"f{f.index}"].__code__
             names = code.co_names
@@ -647,6 +652,7 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
     assert kinds["several_open_blocks"] >= 3, kinds
     assert kinds["block_loop_list"] >= 3, kinds
     assert kinds["star"] >= 10, kinds
+    assert kinds["assigned_star"] >= 5, kinds
 
 
 def _loop_defers(stmts: tuple) -> bool:

@@ -548,8 +548,9 @@ class Preparer(ast.NodeTransformer):
         role = self.aliases.role(call.func, shadowed)
         if nested or role not in SCHEDULERS or not call.args:
             return None
-        if isinstance(call.args[0], ast.Starred):
-            return None
+        assigned = isinstance(stmt, ast.Assign) and stmt.value is call
+        if isinstance(call.args[0], ast.Starred) and not (assigned and role in STATEMENT_FORMS):
+            return None  # `x = defer(*args)` has a slot (assigned_slot); elsewhere the core
         if role == "scoped" and (len(call.args) != 1 or call.keywords):
             return None
         return id(call), SlotCall(role, call, loop=None, expression=True), id(call.func)
@@ -1599,6 +1600,8 @@ class OpenCoder:
         self.may_skip.append(may_skip)
         if slot.role == "scoped":
             return self._entered(node, slot.call, node.targets)
+        if isinstance(slot.call.args[0], ast.Starred):
+            return self._assigned_star(node, slot)
         if (
             len(slot.call.args) == 1
             and not slot.call.keywords
@@ -1633,6 +1636,33 @@ class OpenCoder:
             ast.copy_location(ast.Assign(targets=targets, value=_name(f"{self.p}{i}__")), node)
         ]
         return self._locate(node, [store, fallback])
+
+    def _assigned_star(self, node: ast.Assign, slot: SlotCall) -> list[ast.stmt]:
+        """`x = defer(*args, ...)`: the slot is filled as by the statement (_star_slot), then
+        the targets get the callee, from the slot, or from the temporary when the core takes
+        the call:
+
+            __godefer_i__, __godefer_i_0__ = __godefer_rt__.slot_star_defer(*args)
+            if __godefer_st__ is not None:
+                __godefer_i__, __godefer_f__ = None, __godefer_i__
+                __godefer_rt__.defer(__godefer_f__, *__godefer_i_0__)
+                x = __godefer_f__
+            else:
+                x = __godefer_i__
+        """
+        stmts = self._star_slot(node, slot.role, slot.call)
+        i = len(self.slots) - 1
+        targets = [self.preparer.visit(t) for t in node.targets]
+        bind = ast.Assign(targets=targets, value=_name(f"{self.p}{i}__"))
+        fallback = stmts[-1]
+        if isinstance(fallback, ast.If):  # not the first fill: the core may take the call
+            self.may_skip[-1] = True  # the fallback empties the slot
+            taken = ast.Assign(targets=copy.deepcopy(targets), value=_name("__godefer_f__"))
+            fallback.body.append(ast.copy_location(taken, node))
+            fallback.orelse = [bind]
+        else:
+            stmts.append(bind)
+        return self._locate(node, stmts)
 
     def _entered(
         self, stmt: ast.stmt, call: ast.Call, targets: list[ast.expr] | None
