@@ -2078,8 +2078,10 @@ class OpenCoder:
             call = [self._call_slot(i)]
             if not isinstance(call[0], ast.Expr):
                 # A compound exit (scoped's kind test, a list's loop) in a `try` reports the
-                # line a second time on 3.11: it is announced by a store instead.
-                call = [*_parse(f"{self.st} = {OPEN_RETURNING + i}"), *call]
+                # line a second time on 3.11: it is announced by a store instead (slot 0's
+                # value is the state's already, unless another store changed it).
+                if i or announced:
+                    call = [*_parse(f"{self.st} = {OPEN_RETURNING + i}"), *call]
                 announced = announced or i > 0
             elif i or announced:
                 marked = _parse(
