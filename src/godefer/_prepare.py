@@ -959,19 +959,23 @@ class OpenCoder:
     slots, and frames whose core holds entries too (a ScopeBound constructed there):
 
         __godefer_st__ = __godefer_rv__ = __godefer_0__ = __godefer_1__ = None
+        __godefer_ck_d__ = __godefer_check_d__                   # the core's SlotCheck
         try:
             __godefer_0__, __godefer_0_0__ = f, x                 # defer(f, x), evaluated here
             if __godefer_st__ is not None or not callable(__godefer_0__):  # the core holds
                 __godefer_0__, __godefer_f__ = None, __godefer_0__  # entries, or a non-callable:
                 __godefer_rt__.defer(__godefer_f__, __godefer_0_0__)  # TypeError at this line
-            __godefer_1__ = __godefer_fill_d__(g, __godefer_st__)  # defer(g): the same in one call
-            ...
+            __godefer_1__ = __godefer_ck_d__[g]                   # defer(g): the same, checked
+            ...                                                   # in C (see _filled)
             __godefer_rv__ = value                                # return value:
             if __godefer_st__ is None:
-                if __godefer_1__ is not None:                     # (when it may be unreached)
-                    __godefer_st__ = 101                          # result()/set_result() and
-                    __godefer_1__()                               # the core read the state
-                __godefer_st__ = 100
+                __godefer_st__ = 100                              # result()/set_result() and
+                if __godefer_1__ is not None:                     # the core read the state
+                    try:                                          # (the `if`: when it may be
+                        __godefer_1__()                           # unreached)
+                    except BaseException:
+                        __godefer_st__ = 101                      # slot 1 raised
+                        raise
                 __godefer_0__(__godefer_0_0__)
                 return __godefer_rv__
             if __godefer_st__ == 3:                               # the core holds newer entries

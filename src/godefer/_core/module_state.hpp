@@ -21,7 +21,7 @@ struct ModuleState {
     PyTypeObject* slot_check_type = nullptr;   // what open-coded slots are filled through
     // Per kind (defer, errdefer, okdefer): the open check ([0]) and the one that hands the call
     // to the core ([1]) (slot_check.cpp).
-    PyObject* slot_checks[2][3] = {};
+    PyObject* slot_checks[2][slot_check_kinds] = {};
     PyObject* not_prepared_error = nullptr;
     PyObject* str_enter = nullptr;
     PyObject* str_exit = nullptr;
