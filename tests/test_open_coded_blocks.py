@@ -11,6 +11,7 @@ those paths against what `with scope():` means (DESIGN.md §1, §2).
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import pytest
@@ -394,6 +395,55 @@ def test_a_core_block_inside_an_open_coded_block_keeps_its_own_entries():
     assert open_blocks(block_preparation_cannot_see_inside_an_open_coded_block) == 1
     block_preparation_cannot_see_inside_an_open_coded_block()
     assert LOG == ["in inner", "inner core", "after inner", "outer slot"]
+
+
+def block_exiting_through_the_core(arg, star):
+    with scope():
+        if star:
+            defer(*(functools.partial(LOG.append, arg),))
+        else:
+            defer(functools.partial(LOG.append, arg))
+        for _ in range(2):
+            with scope():  # a core block: the open block's exit goes through the core
+                try:
+                    break
+                except ValueError:
+                    raise
+    return sys.getrefcount(arg)
+
+
+def raising_star_slot_exiting_through_the_core():
+    with scope():
+        defer(*(fail_with, "star"))
+        for _ in range(2):
+            with scope():
+                try:
+                    break
+                except ValueError:
+                    raise
+
+
+def fail_with(tag):
+    LOG.append(tag)
+    raise KeyError(tag)
+
+
+@pytest.mark.parametrize("star", [False, True])
+def test_a_block_the_core_ends_lets_go_of_its_calls(star):
+    # Slot 0 of block 0 (`__godefer_b0_0__`) was once left holding its callee after the core
+    # ran it: the release skipped names that short.
+    assert open_blocks(block_exiting_through_the_core) == 1
+    arg = object()
+    assert block_exiting_through_the_core(arg, star) == refcount_in_a_call(arg)
+    assert LOG == [arg]
+
+
+def test_a_starred_slot_raising_in_an_exit_the_core_ends_raises_its_own_exception():
+    assert open_blocks(raising_star_slot_exiting_through_the_core) == 1
+    with pytest.raises(KeyError, match="star") as info:
+        raising_star_slot_exiting_through_the_core()
+    assert info.value.__context__ is None
+    assert LOG == ["star"]
 
 
 # --- blocks with lists: a loop's defers, several defers in a statement -------------------------

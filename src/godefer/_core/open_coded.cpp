@@ -267,8 +267,10 @@ void each_block_local(_PyInterpreterFrame* frame, const F& f) {
             PyErr_Clear();
             continue;
         }
+        // The shortest is a slot of one digit in a block of one digit, `__godefer_b0_0__`: as
+        // long as the prefix and the state's suffix together.
         const std::string_view name(utf8, static_cast<std::size_t>(size));
-        if (name.size() <= prefix.size() + suffix.size() ||
+        if (name.size() < prefix.size() + suffix.size() ||
             name.substr(0, prefix.size()) != prefix) {
             continue;
         }
