@@ -972,9 +972,12 @@ class _Renderer:
             elif self.style == "godefer" and s.site % 3 == 1:
                 # The value of defer() used (it is the callee): one site in three, so that
                 # preparation also meets defers in expressions (open-coded outside loops); one
-                # of those in four with the callee from a starred argument.
-                first = f"*({callee},)" if s.site % 4 == 3 and kind != "adefer" else callee
-                self.line(ind, f"_d{s.site} = {kind}({_arglist([first, *pos], kw)})")
+                # of those in four with the callee from a starred argument, which is inside a
+                # tuple every other time (a starred defer inside a larger expression).
+                star = s.site % 4 == 3 and kind != "adefer"
+                call = f"{kind}({_arglist([f'*({callee},)' if star else callee, *pos], kw)})"
+                value = f"({call},)[0]" if star and s.site % 8 == 7 else call
+                self.line(ind, f"_d{s.site} = {value}")
             elif self.style == "godefer" and s.site % 5 == 2:
                 # In a conditional expression (whose test is always true): pushed onto a list
                 # slot of the statement, or of the loop around it.

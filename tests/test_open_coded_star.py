@@ -3,7 +3,7 @@
 Preparation evaluates the call's parts where the statement stands; the core's split checks the
 callee (the first item of `args`) and hands it back with the other positional arguments as a
 tuple, which the slot calls `fn(*rest, **kwargs)` on exit; `x = defer(*args)` binds the callee
-too. The core holds nothing unless it already holds entries of the frame (a ScopeBound made
+too, and so does a starred defer used inside another expression (`return defer(*args)`). The core holds nothing unless it already holds entries of the frame (a ScopeBound made
 there), when it takes this call too.
 Each case runs prepared and on the runtime path (compiled from a string): both must leave the
 same log and outcome.
@@ -128,6 +128,37 @@ CASES = {
             finally:
                 log.append(("target", bound))
     """,
+    "returned": """
+        def f(log, fail):
+            log.append("first")
+            if fail:
+                raise KeyError("body")
+            return defer(*(log.append, "star")) == log.append
+    """,
+    "returned_with_rest_and_keywords": """
+        def f(log, fail):
+            log.append("first")
+            return defer(*[lambda *a, **k: log.append((a, k)), 1], 2, key=3, **{"m": fail}).__name__
+    """,
+    "in_an_expression_after_the_core_holds_entries": """
+        def f(log, fail):
+            defer(log.append, "before")
+            Tracked(log, "tracked")
+            log.append(("got", errdefer(*(log.append, "star"), **{}) == log.append))
+            if fail:
+                raise KeyError("body")
+    """,
+    "in_an_expression_not_callable": """
+        def f(log, fail):
+            defer(log.append, "before")
+            log.append(("unreached", okdefer(*(fail, "x"))))
+    """,
+    "in_an_expression_keyword_first": """
+        def f(log, fail):
+            okdefer(log.append, "before")
+            log.append(defer(*(log.append,), key=log.append("keyword evaluated")) and "after")
+            log.append("unreached")
+    """,
     "nothing_to_call": """
         def f(log, fail):
             defer(log.append, "before")
@@ -245,3 +276,26 @@ def test_an_assigned_starred_defer_has_a_slot_and_binds_the_callee():
     assert any(n.startswith("slot_star_") for n in f.__code__.co_names)
     f()
     assert log == ["first", (0, True), "star"]
+
+
+def test_a_returned_starred_defer_has_a_slot_and_returns_the_callee():
+    log: list = []
+
+    def f():
+        log.append("first")  # a call: nothing before the fill is hoisted
+        return defer(*(log.append, "star"), **{})
+
+    assert open_coded(f)
+    assert any(n.startswith("slot_star_") for n in f.__code__.co_names)
+    got = f()
+    assert got == log.append
+    assert log == ["first", "star"]
+    log.clear()
+
+    def g():
+        log.append(_core._pending_frames())
+        log.append((defer(*(log.append, "star")) == log.append, _core._pending_frames()))
+
+    assert open_coded(g)
+    g()
+    assert log == [0, (True, 0), "star"]

@@ -616,7 +616,7 @@ def test_selfcheck_extended_coverage():
 
 def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
     """The prepared programs hold functions with slots (starred callees among them, as
-    statements and as assigned values), loop
+    statements, as assigned values and inside larger expressions), loop
     lists, lists their statements' pushes fill (a defer in a conditional expression), and
     statements holding two defers, so the comparisons cover each."""
     indexes = _extended_indexes()[:60]
@@ -628,6 +628,9 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
         kinds["paired"] += len(re.findall(r"_p\d+ = \(", rendered))
         kinds["assigned_star"] += len(
             re.findall(r"_d\d+ = (?:defer|errdefer|okdefer)\(\*", rendered)
+        )
+        kinds["star_in_expression"] += len(
+            re.findall(r"_d\d+ = \((?:defer|errdefer|okdefer)\(\*", rendered)
         )
         for f in prog.functions:
             code = imported.namespace[f"f{f.index}"].__code__
@@ -653,6 +656,7 @@ def test_selfcheck_programs_reach_every_kind_of_slot(godefer):
     assert kinds["block_loop_list"] >= 3, kinds
     assert kinds["star"] >= 10, kinds
     assert kinds["assigned_star"] >= 5, kinds
+    assert kinds["star_in_expression"] >= 5, kinds
 
 
 def _loop_defers(stmts: tuple) -> bool:

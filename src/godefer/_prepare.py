@@ -349,8 +349,8 @@ class Preparer(ast.NodeTransformer):
         those after it. By the same argument, the defers of a statement that holds several and
         cannot give each a slot (_slots_of_uses) share a list slot of the statement, and defers
         used as expressions in a loop are pushed onto the loop's list (_pushed); a statement
-        `defer(*args)` owns a slot too (_star_slot), but used as an expression (whose value is
-        the callee) a starred callee goes to the core when it runs. Beyond
+        `defer(*args)` owns a slot too (_star_slot), as an expression as well (_star_expression).
+        Beyond
         MAX_OPEN_CODED groups, the last groups share one list (_overflowed). Defers in a
         `with scope():` block belong to the block, which keeps them in the core, unless the
         block can be open-coded too (_block_slots, which plans its body the same way). A defer
@@ -391,8 +391,8 @@ class Preparer(ast.NodeTransformer):
                 and loop is None
                 and not (repeated or isinstance(stmt, _LOOPS))
             ):
-                # `x = defer(*args)`: the core takes it when it runs (the frame's state becomes
-                # 3), cheaper for one call than a list of its own.
+                # `scoped(*args)`, `defer()`: the core takes it when it runs (the frame's state
+                # becomes 3), cheaper for one call than a list of its own.
                 claimed.add(id(uses[0][1]))
                 continue
             elif uses:
@@ -548,9 +548,8 @@ class Preparer(ast.NodeTransformer):
         role = self.aliases.role(call.func, shadowed)
         if nested or role not in SCHEDULERS or not call.args:
             return None
-        assigned = isinstance(stmt, ast.Assign) and stmt.value is call
-        if isinstance(call.args[0], ast.Starred) and not (assigned and role in STATEMENT_FORMS):
-            return None  # `x = defer(*args)` has a slot (assigned_slot); elsewhere the core
+        if isinstance(call.args[0], ast.Starred) and role not in STATEMENT_FORMS:
+            return None  # `scoped(*args)`: the core takes it when it runs
         if role == "scoped" and (len(call.args) != 1 or call.keywords):
             return None
         return id(call), SlotCall(role, call, loop=None, expression=True), id(call.func)
@@ -1698,6 +1697,8 @@ class OpenCoder:
         self.may_skip.append(True)
         if slot.role == "scoped":
             return self._entered_expression(call)
+        if isinstance(slot.call.args[0], ast.Starred):
+            return self._star_expression(call, slot.role)
         i, values, call_args, call_keywords = self._evaluate(slot.call)
         self.slots.append((slot.role, values))
         self.call_shapes.append((call_args, call_keywords))
@@ -1717,6 +1718,54 @@ class OpenCoder:
         expr = ast.Subscript(
             value=ast.Tuple(elts=[*stores, check], ctx=ast.Load()),
             slice=ast.Constant(0),
+            ctx=ast.Load(),
+        )
+        for n in ast.walk(expr):
+            if isinstance(n, (ast.expr, ast.keyword)):
+                ast.copy_location(n, call)
+        return expr
+
+    def _star_expression(self, call: ast.Call, role: str) -> ast.expr:
+        """`defer(*args, ...)` used as an expression (`return defer(*args)`): the statement's
+        split (_star_slot) in one expression whose value is the callee. The keywords, if any,
+        are bound first, after `(*args,)`, as the call evaluates them:
+
+            (__godefer_i_0__ := __godefer_rt__.slot_star_defer(*args),
+             __godefer_i__ := __godefer_i_0__[0], __godefer_i_0__ := __godefer_i_0__[1],
+             __godefer_st__ is None
+             or (__godefer_f__ := __godefer_i__, __godefer_i__ := None,
+                 __godefer_rt__.defer(__godefer_f__, *__godefer_i_0__)))[1]
+        """
+        self.uses_temp = True
+        args, keywords = self._visited_parts(call.args, call.keywords)
+        i = len(self.slots)
+        slot, rest = f"{self.p}{i}__", f"{self.p}{i}_0__"
+        split = ast.Call(func=_rt_attr(STAR_SPLITS[role], call), args=args, keywords=[])
+        kw_values, _, call_keywords = _bound_parts([], keywords, f"{self.p}{i}_")
+        parts: list[ast.expr] = []
+        if kw_values:  # `(*args,)` and the keywords first, in order; then the split
+            bound = [(rest, ast.Tuple(elts=args, ctx=ast.Load())), *kw_values]
+            parts += [ast.NamedExpr(target=_name(n, ast.Store()), value=v) for n, v in bound]
+            split.args = [ast.Starred(_name(rest), ast.Load())]
+        self.slots.append((role, [(slot, split), (rest, split), *kw_values]))
+        call_args: list[ast.expr] = [ast.Starred(_name(rest), ast.Load())]
+        self.call_shapes.append((call_args, call_keywords))
+        check = ast.parse(
+            f"{self.st} is None"
+            f" or (__godefer_f__ := {slot}, {slot} := None, None)",
+            mode="eval",
+        ).body
+        assert isinstance(check, ast.BoolOp) and isinstance(check.values[1], ast.Tuple)
+        check.values[1].elts[2] = self._core_defer(role, call, (call_args, call_keywords)).value
+        parts += [
+            ast.NamedExpr(target=_name(rest, ast.Store()), value=split),
+            ast.NamedExpr(target=_name(slot, ast.Store()), value=_item(rest, 0)),
+            ast.NamedExpr(target=_name(rest, ast.Store()), value=_item(rest, 1)),
+            check,
+        ]
+        expr = ast.Subscript(
+            value=ast.Tuple(elts=parts, ctx=ast.Load()),
+            slice=ast.Constant(len(parts) - 3),
             ctx=ast.Load(),
         )
         for n in ast.walk(expr):
