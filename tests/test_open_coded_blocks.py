@@ -435,7 +435,8 @@ def test_a_block_the_core_ends_lets_go_of_its_calls(star):
     assert open_blocks(block_exiting_through_the_core) == 1
     arg = object()
     assert block_exiting_through_the_core(arg, star) == refcount_in_a_call(arg)
-    assert LOG == [arg]
+    log = list(LOG)
+    assert log == [arg]
 
 
 def test_a_starred_slot_raising_in_an_exit_the_core_ends_raises_its_own_exception():

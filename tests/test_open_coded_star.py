@@ -3,8 +3,9 @@
 Preparation evaluates the call's parts where the statement stands; the core's split checks the
 callee (the first item of `args`) and hands it back with the other positional arguments as a
 tuple, which the slot calls `fn(*rest, **kwargs)` on exit; `x = defer(*args)` binds the callee
-too, and so does a starred defer used inside another expression (`return defer(*args)`). The core holds nothing unless it already holds entries of the frame (a ScopeBound made
-there), when it takes this call too.
+too, and so does a starred defer used inside another expression (`return defer(*args)`). The
+core holds nothing unless it already holds entries of the frame (a ScopeBound made there), when
+it takes this call too.
 Each case runs prepared and on the runtime path (compiled from a string): both must leave the
 same log and outcome.
 """
