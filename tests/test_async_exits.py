@@ -707,17 +707,31 @@ def test_scope_decorator_prepares_an_async_function_with_adefer():
     assert log == [("decorated", "None")]
 
 
-def test_functions_with_awaited_exits_are_prepared_others_open_coded():
+def test_adefer_statements_are_open_coded_other_awaited_exits_stay_in_the_core():
     from godefer import _rt
 
     async def awaits():
         adefer(arec, [], "x")
 
+    async def in_a_loop():
+        for _ in range(2):
+            adefer(arec, [], "x")
+
+    async def enters():
+        await ascoped(ACM([], "cm"))
+
     async def plain():
         defer(print)
 
-    assert _rt.is_prepared(awaits.__code__)
-    assert "acomplete" in awaits.__code__.co_names
+    for f in (awaits, in_a_loop, enters, plain):
+        assert _rt.is_prepared(f.__code__)
+    # Slots awaited inline; what is left of an exit goes to the core as an AsyncExit.
+    assert "__godefer_0__" in awaits.__code__.co_varnames
+    assert "acomplete_slots" in awaits.__code__.co_names
+    assert "__godefer_await__" in awaits.__code__.co_names
+    for f in (in_a_loop, enters):  # the core keeps every call
+        assert "acomplete" in f.__code__.co_names
+        assert "__godefer_0__" not in f.__code__.co_varnames
     assert "complete_slots" in plain.__code__.co_names  # open-coded: no awaited exit
 
 

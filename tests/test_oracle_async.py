@@ -134,6 +134,26 @@ def test_selfcheck_programs_reach_awaited_exits():
         assert seen[key] >= 10, seen
 
 
+def test_selfcheck_awaited_calls_are_open_coded_and_core_held():
+    """Both ways an awaiting coroutine exits are compared: with its adefer statements in frame
+    locals, awaited inline (the core steps what is left), and with every call kept by the core
+    (adefer in a loop or a block)."""
+    seen: Counter = Counter()
+    progs = [_program(i) for i in range(min(N, 100))]
+    for j in range(0, len(progs), BATCH):
+        src = op.render_batch_module(progs[j : j + BATCH], "godefer", awaited=True)
+        (module,) = module_files.import_sources([src], "godefer_oracle_async_kinds")
+        assert not isinstance(module, BaseException), module
+        for value in vars(module).values():
+            code = getattr(value, "__code__", None)
+            if code is None or not code.co_flags & 0x80:  # CO_COROUTINE
+                continue
+            seen["open-coded awaited slots"] += "__godefer_await__" in code.co_names
+            seen["core-held awaited calls"] += "acomplete" in code.co_names
+    assert seen["open-coded awaited slots"] >= 10, seen
+    assert seen["core-held awaited calls"] >= 20, seen
+
+
 def test_selfcheck_oracle_tells_awaited_order():
     """A prepared run that awaited its calls first-scheduled-first would be caught: the oracle
     of a program with two awaited sites in one scope differs from its FIFO variant."""

@@ -102,6 +102,13 @@ def function_exits(valued: bool, line: int) -> tuple[list[ast.stmt], list[ast.st
     return _with_loops(on_return, line), _with_loops(on_exception, line)
 
 
+def stepped(after: str, line: int) -> list[ast.stmt]:
+    """`EXIT = <placeholder>`, the loop stepping it, then `after`: how an open-coded coroutine
+    with adefer slots hands the rest of an exit to the core (_prepare.OpenCoder._stepped, which
+    puts the call that makes the AsyncExit in place of the placeholder)."""
+    return _with_loops(f"{EXIT} = None\npass\n{after}", line)
+
+
 def block(node: ast.With, number: int, body: list[ast.stmt]) -> list[ast.stmt]:
     """A `with scope():` block (one item, its body already prepared) whose exit awaits:
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from godefer import _async_exits
+from godefer._async_exits import EXIT
 from godefer._prepare_ast import EXC, RT, RV, STATE
 from godefer._prepare_ast import at_line as _at_line
 from godefer._prepare_ast import name as _name
@@ -78,6 +79,9 @@ STAR_SPLITS = {
     "errdefer": "slot_star_errdefer",
     "okdefer": "slot_star_okdefer",
 }
+# The module global an awaited slot is called through on an open-coded coroutine's exit (the
+# core checks what the call returns can be awaited), and its _rt name.
+SLOT_AWAIT = ("__godefer_await__", "slot_await")
 # Schedulers of awaited calls: only an async function's own body may use them (_async_exits).
 AWAITED = ("adefer", "ascoped")
 OTHER_NAMES = ("scope", "recover", "result", "set_result", "adefer", "ascoped", "ScopeBound")
@@ -261,14 +265,16 @@ class Preparer(ast.NodeTransformer):
             _SyncScopeBlocks(self.aliases, self.scopes[-1].shadowed).visit_body(node.body)
         awaits = isinstance(node, ast.AsyncFunctionDef) and self._schedules_awaited(node.body)
         self.scopes[-1].awaits = awaits
-        found = None if awaits else self._open_coded_slots(node.body)
+        found = None
+        if not awaits or (kind == "function" and self._adefers_in_slots(node.body)):
+            found = self._open_coded_slots(node.body)
         if found is not None and not (found[0] or found[1]):
             found = None  # schedules nothing of its own
         if found is not None:
             slots, blocks = found
             outer, self.open_coder = (
                 self.open_coder,
-                OpenCoder(self, kind, _first_line(node), slots, blocks=blocks),
+                OpenCoder(self, kind, _first_line(node), slots, blocks=blocks, awaits=awaits),
             )
             try:
                 node.body = self.open_coder.rewrite(node.body)
@@ -300,6 +306,37 @@ class Preparer(ast.NodeTransformer):
                 return True
         return False
 
+    def _adefers_in_slots(self, body: list[ast.stmt]) -> bool:
+        """Whether every awaited scheduler of a coroutine's own code is an `adefer(f, ...)`
+        statement outside loops and `with scope():` blocks (callee not starred): each can own a
+        slot that its exits await inline (OpenCoder, `awaits`). Anything else (ascoped(),
+        `@adefer`, adefer() in a loop, a block or an expression) keeps the calls in the core."""
+        shadowed = self._shadowed()
+        slotted: set[int] = set()
+        for stmt, loop, block in self._statements(body):
+            call = stmt.value if isinstance(stmt, ast.Expr) else None
+            if (
+                loop is None
+                and not block
+                and isinstance(call, ast.Call)
+                and self.aliases.role(call.func, shadowed) == "adefer"
+                and call.args
+                and not isinstance(call.args[0], ast.Starred)
+            ):
+                slotted.add(id(call))
+        for node in _own_nodes(body):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                self.aliases.role(d, shadowed) == "adefer" for d in node.decorator_list
+            ):
+                return False
+            if (
+                isinstance(node, ast.Call)
+                and self.aliases.role(node.func, shadowed) in AWAITED
+                and id(node) not in slotted
+            ):
+                return False
+        return True
+
     def _require_awaits(self, node: ast.AST, role: str) -> None:
         """adefer() and ascoped() schedule awaited calls: only an async function's own body can
         await them at its exit."""
@@ -324,6 +361,8 @@ class Preparer(ast.NodeTransformer):
             role = self.aliases.role(value.func, shadowed)
             if role in STATEMENT_FORMS and value.args:
                 return role, value  # a starred callee too (_star_slot)
+            if role == "adefer" and self.scopes[-1].awaits:
+                return role, value  # its slot is awaited (_adefers_in_slots)
         if isinstance(value, ast.Compare) and self._is_statement_form(value):
             role = self.aliases.role(value.comparators[0], shadowed)
             call = value.left
@@ -945,7 +984,7 @@ OPEN_CORE_RAISED = 5  # the body raised and the core holds entries of this frame
 OPEN_RETURNING = 100  # + i: slot i is being called on return
 OPEN_UNWINDING = 200  # + i: slot i is being called with the body's exception in flight
 OPEN_RECOVERED = 300  # + i: slot i recovered that exception
-KIND_CODES = {"defer": 0, "errdefer": 1, "okdefer": 2}
+KIND_CODES = {"defer": 0, "errdefer": 1, "okdefer": 2, "adefer": 4}  # adefer: Kind::await_call
 KIND_EXIT_CM = 3  # the core's Kind::exit_cm: call __exit__(type, value, tb)
 
 
@@ -997,8 +1036,13 @@ class OpenCoder:
         blocks: dict[int, BlockPlan] | None = None,
         prefix: str = "__godefer_",
         root: OpenCoder | None = None,
+        awaits: bool = False,
     ) -> None:
         self.preparer = preparer
+        # A coroutine with adefer slots: its exits await them inline, and hand what is left to
+        # the core as an AsyncExit to step (_async_exits), never to a drain that cannot await.
+        self.awaits = awaits
+        self.fall_off_line = line  # the last statement's, once rewrite() knows it
         self.kind = kind
         self.slot_calls = slot_calls  # by id(statement), in textual order
         # The open-coded `with scope():` blocks of the scope: id(with) -> their plan.
@@ -1037,6 +1081,7 @@ class OpenCoder:
         # No return inside a try or with statement (where code still runs after it): each return
         # can run the exit where it stands.
         self.inline_returns = _leaving_block(body) is not None
+        self.fall_off_line = body[-1].lineno  # (the docstring, if nothing else)
         out, head = self._emit(body[len(docstring) :], (ast.Return,))
         filled = 1 if head else 0  # a hoisted first slot is assigned before the init
         result = [] if self._lean() else [RV]
@@ -1324,6 +1369,8 @@ class OpenCoder:
         instruction after them would report that line to tracers a second time (3.11, 3.12).
         Falling off the end has no line of its own: no location."""
         line = self.exit_lines.get(site)
+        if line is None and self.awaits:  # as _on_return left it; its awaits at the last line
+            return _awaits_at(stmt, self.fall_off_line)
         node = _no_location(stmt) if line is None else _at_line(stmt, line)
         assert isinstance(node, ast.stmt)
         return node
@@ -1501,7 +1548,7 @@ class OpenCoder:
         self.slots.append((role, values))
         self.call_shapes.append((call_args, call_keywords))
         callable_for_sure = isinstance(values[0][1], ast.Lambda)
-        if fused and len(values) == 1 and not callable_for_sure:
+        if fused and len(values) == 1 and not callable_for_sure and role in SLOT_FILLS:
             return self._locate(stmt, self._filled(i, role, values[0][1]))
         fallback = self._fill_check(i, callable_for_sure)
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
@@ -1751,8 +1798,7 @@ class OpenCoder:
         call_args: list[ast.expr] = [ast.Starred(_name(rest), ast.Load())]
         self.call_shapes.append((call_args, call_keywords))
         check = ast.parse(
-            f"{self.st} is None"
-            f" or (__godefer_f__ := {slot}, {slot} := None, None)",
+            f"{self.st} is None or (__godefer_f__ := {slot}, {slot} := None, None)",
             mode="eval",
         ).body
         assert isinstance(check, ast.BoolOp) and isinstance(check.values[1], ast.Tuple)
@@ -1999,6 +2045,10 @@ class OpenCoder:
     def _leave(self, call: ast.Call) -> list[ast.stmt]:
         """Hand the exit to the core: `call` returns RERAISE (the exception in flight goes on),
         the value to return after a recovery, or raises what replaced the exception."""
+        if self.awaits:
+            return self._stepped(
+                call, f"{RV} = {EXIT}.finish()\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}"
+            )
         if self.valued:
             stmts = _parse(f"{RV} = None\nif {RV} is {RT}.RERAISE:\n    raise\nreturn {RV}")
             assign = stmts[0]
@@ -2038,9 +2088,13 @@ class OpenCoder:
                 f"for __godefer_f__ in {self.p}{i}__.drain():\n    __godefer_f__()\n"
             ).body[0]
         call_args, call_keywords = copy.deepcopy(self.call_shapes[i])
-        return ast.Expr(
-            ast.Call(func=_name(f"{self.p}{i}__"), args=call_args, keywords=call_keywords)
-        )
+        call = ast.Call(func=_name(f"{self.p}{i}__"), args=call_args, keywords=call_keywords)
+        if self.slots[i][0] == "adefer":
+            # Through the core, which names the slot's callee if its result cannot be awaited.
+            call.args.insert(0, call.func)
+            call.func = _name(SLOT_AWAIT[0])
+            return ast.Expr(ast.Await(call))
+        return ast.Expr(call)
 
     def _unwinding_chain(self) -> tuple[list[ast.stmt], int | None]:
         """The body raised: call the reached slots inline, last first, each announced in the
@@ -2105,8 +2159,22 @@ class OpenCoder:
         core = self._leave(self._core_call("unwind_slots", self._result(), _name(self.st)))
         return [*out, *inline_part, *done, *core]
 
+    def _stepped(self, call: ast.Call, after: str) -> list[ast.stmt]:
+        """An awaiting coroutine's exit through the core: `call` (complete_slots or
+        unwind_slots) becomes its async twin, which returns an AsyncExit; the loop steps it in
+        this frame, awaiting what it gives out, then `after` (with EXIT.finish()) ends the exit."""
+        assert isinstance(call.func, ast.Attribute)
+        call.func.attr = "a" + call.func.attr
+        stmts = _async_exits.stepped(after, self.line)
+        first = stmts[0]
+        assert isinstance(first, ast.Assign)
+        first.value = call
+        return stmts
+
     def _leave_recovered(self) -> list[ast.stmt]:
         call = self._core_call("complete_slots", self._result(), _name(self.st))
+        if self.awaits:
+            return self._stepped(call, f"return {EXIT}.finish()")
         if self.valued:
             return [ast.Return(call)]
         return [ast.Expr(call), ast.Return()]
@@ -2160,8 +2228,30 @@ class OpenCoder:
         assert isinstance(core, ast.If)
         result = ast.Constant(None) if none else self._result()
         complete = self._core_call("complete_slots", result, ast.Constant(OPEN_CORE))
-        core.body += [ast.Return(complete)] if self.valued else [ast.Expr(complete), ast.Return()]
+        if self.awaits:
+            core.body += self._stepped(complete, f"return {EXIT}.finish()")
+            return [self._awaits_located(normal, self.line), _at_line(core, self.line)]
+        if self.valued:
+            core.body.append(ast.Return(complete))
+        else:
+            core.body += [ast.Expr(complete), ast.Return()]
         return [normal, core]
+
+    @staticmethod
+    def _awaits_located(stmt: ast.stmt, line: int) -> ast.stmt:
+        """An awaiting coroutine's return code with no location (it inherits the line of the
+        code before it), but for the statements awaiting a slot, at `line`: CPython 3.13.0
+        cannot compile an `await` without one ("Invalid CFG, inconsistent stackdepth"), and
+        without one 3.11 reports the last line again after it. Where every return runs the
+        slots in place, a return's code carries its line (_at_exit_line), and falling off the
+        end the line of the body's last statement, which ran; where the code sits in a
+        `finally` shared by every return, the scope's first line, as the exits of a coroutine
+        the core finishes report (_async_exits). **Decision**: the same on every version; after
+        a compound last statement, or a return in a try or with statement, a tracer sees one
+        more line event (docs/semantics.md, "Line events")."""
+        located = _no_location(stmt)
+        assert isinstance(located, ast.stmt)
+        return _awaits_at(located, line)
 
     def exit_structure(self, init: list[ast.stmt], body: list[ast.stmt]) -> list[ast.stmt]:
         """The exit handler around an open-coded body:
@@ -2198,7 +2288,16 @@ class OpenCoder:
             line=self.line,
             mark=mark,
             name=None,
+            located_return=self.awaits,
         )
+
+
+def _awaits_at(stmt: ast.stmt, line: int) -> ast.stmt:
+    """`stmt` with its statements that await a slot at `line` (see OpenCoder._awaits_located)."""
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.Expr) and isinstance(n.value, ast.Await):
+            _at_line(n, line)
+    return stmt
 
 
 def _core_exits(valued: bool) -> tuple[list[ast.stmt], list[ast.stmt]]:
@@ -2568,7 +2667,7 @@ def _first_user_line(body: list[ast.stmt]) -> int:
 def imported_globals() -> list[tuple[str, str]]:
     """(global name, _rt name) of what prepared code reads as module globals besides RT."""
     checks = [(name, attr) for _, name, attr in SLOT_CHECKS.values()]
-    return [*SLOT_FILLS.values(), *FIRST_FILLS.values(), *checks]
+    return [*SLOT_FILLS.values(), *FIRST_FILLS.values(), *checks, SLOT_AWAIT]
 
 
 def _runtime_import(line: int) -> list[ast.stmt]:

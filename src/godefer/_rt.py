@@ -29,6 +29,9 @@ complete = _core._prepared_complete
 unwind = _core._prepared_unwind
 unwind_slots = _core._prepared_unwind_slots
 complete_slots = _core._prepared_complete_slots
+aunwind_slots = _core._prepared_aunwind_slots
+slot_await = _core._prepared_slot_await
+acomplete_slots = _core._prepared_acomplete_slots
 block_unwind = _core._prepared_block_unwind
 block_complete = _core._prepared_block_complete
 list_first = _core._prepared_list_first
@@ -76,7 +79,7 @@ def mark_prepared(code: CodeType) -> None:
     while stack:
         co = stack.pop()
         if is_prepared(co):
-            if "complete_slots" in co.co_names:
+            if "complete_slots" in co.co_names or "acomplete_slots" in co.co_names:
                 _core._mark_open_coded(co)  # its defers live in frame locals
             else:
                 _core._mark_prepared(co)

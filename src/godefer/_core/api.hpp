@@ -42,6 +42,10 @@ PyObject* prepared_scoped_slot(PyObject* module, PyObject* obj);
 PyObject* scope(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* adefer(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames);
 PyObject* ascoped(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// An awaited slot's call on an open-coded coroutine's exit, (fn, *args, **kwargs): fn's result,
+// which the frame awaits; TypeError, as the core's drain raises it, when it cannot be awaited.
+PyObject* prepared_slot_await(PyObject* module, PyObject* const* args, Py_ssize_t nargs,
+                              PyObject* kwnames);
 // A list slot on a normal return, last entry first, every call made from C (where the frame's
 // own loop over drain() would cost a line event of its own: CPython 3.11 and 3.12).
 PyObject* prepared_run_list(PyObject* module, PyObject* list);

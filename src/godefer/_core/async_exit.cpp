@@ -236,7 +236,10 @@ PyObject* make_async_exit(ModuleState* st, Scope* scope, const AsyncExitStart& s
     x->state.kind = start.kind;
     x->state.exc = Ref::borrow(start.exc);
     x->state.returning = x->frame_exit && start.exc == nullptr;
-    x->state.result = Ref::borrow(start.exc == nullptr ? start.result : nullptr);
+    // An exception exit keeps a value set_result() gave before it (open-coded slots that ran
+    // inline); None is no value.
+    x->state.result =
+        Ref::borrow(start.exc == nullptr || start.result != Py_None ? start.result : nullptr);
     begin_drain(*st->table, *scope, x->state);
     PyObject_GC_Track(x);
     return reinterpret_cast<PyObject*>(x);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "api.hpp"
+#include "async_exit.hpp"
 #include "code_flags.hpp"
 #include "compat.hpp"
 #include "defer_list.hpp"
@@ -195,11 +196,15 @@ bool in_handler(const char* who, Py_ssize_t nargs, Py_ssize_t min_args, _PyInter
 
 }  // namespace
 
-PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
-    ModuleState* st = module_state(module);
+namespace {
+
+// An open-coded frame leaving by the exception being handled (`exc`): its record with the slots
+// the state (args[1]) says are pending under the core's entries, and in `outer` what enclosed
+// the scope. Null with an exception set when called anywhere but the frame's handler.
+Scope* unwinding_slots(ModuleState* st, const char* who, PyObject* const* args, Py_ssize_t nargs,
+                       Ref& exc, PyObject*& outer) {
     _PyInterpreterFrame* frame = nullptr;
-    Ref exc;
-    if (!in_handler("_prepared_unwind_slots", nargs, 2, frame, exc)) {
+    if (!in_handler(who, nargs, 2, frame, exc)) {
         return nullptr;
     }
     const long state = state_value(args[1]);
@@ -208,8 +213,33 @@ PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssiz
                                    : ran_from(state, open_state_returning);
     // The located handler is at the frame's stack depth 0, where PUSH_EXC_INFO saved the
     // exception that enclosed the scope.
-    PyObject* outer = compat::enclosing_handled_exception(frame);
-    Scope* scope = scope_with_slots(st, frame, args + 2, nargs - 2, pending);
+    outer = compat::enclosing_handled_exception(frame);
+    return scope_with_slots(st, frame, args + 2, nargs - 2, pending);
+}
+
+// A normal exit of an open-coded frame that the core finishes: as above, with `outer` set only
+// after a recovery (the state in the recovered band): the handler of the body is still running,
+// and what sys.exception() shows from now on is the exception that enclosed the scope, saved in
+// the first stack slot. Null `outer` otherwise.
+Scope* completing_slots(ModuleState* st, const char* who, PyObject* const* args, Py_ssize_t nargs,
+                        PyObject*& outer) {
+    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
+    if (frame == nullptr || nargs < 2) {
+        PyErr_Format(PyExc_SystemError, "godefer: %s() misused", who);
+        return nullptr;
+    }
+    const Py_ssize_t pending = ran_from(state_value(args[1]), open_state_recovered);
+    outer = pending != PY_SSIZE_T_MAX ? compat::enclosing_handled_exception(frame) : nullptr;
+    return scope_with_slots(st, frame, args + 2, nargs - 2, pending);
+}
+
+}  // namespace
+
+PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    Ref exc;
+    PyObject* outer = nullptr;
+    Scope* scope = unwinding_slots(st, "_prepared_unwind_slots", args, nargs, exc, outer);
     if (scope == nullptr) {
         return nullptr;
     }
@@ -218,22 +248,41 @@ PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssiz
 
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     ModuleState* st = module_state(module);
-    _PyInterpreterFrame* frame = compat::block_frame(PyThreadState_Get());
-    if (frame == nullptr || nargs < 2) {
-        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_complete_slots() misused");
-        return nullptr;
-    }
-    const long state = state_value(args[1]);
-    const Py_ssize_t pending = ran_from(state, open_state_recovered);
-    // After a recovery the handler of the body is still running: what sys.exception() shows
-    // from now on is the exception that enclosed the scope, saved in the first stack slot.
-    PyObject* outer =
-        pending != PY_SSIZE_T_MAX ? compat::enclosing_handled_exception(frame) : nullptr;
-    Scope* scope = scope_with_slots(st, frame, args + 2, nargs - 2, pending);
+    PyObject* outer = nullptr;
+    Scope* scope = completing_slots(st, "_prepared_complete_slots", args, nargs, outer);
     if (scope == nullptr) {
         return nullptr;
     }
     return complete_scope(st, scope, args[0], outer);
+}
+
+PyObject* prepared_aunwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    Ref exc;
+    AsyncExitStart start;
+    Scope* scope = unwinding_slots(st, "_prepared_aunwind_slots", args, nargs, exc, start.outer);
+    if (scope == nullptr) {
+        return nullptr;
+    }
+    start.kind = ExitKind::prepared_frame;
+    start.exc = exc.get();
+    start.result = args[0];
+    return make_async_exit(st, scope, start);
+}
+
+PyObject* prepared_acomplete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+    ModuleState* st = module_state(module);
+    AsyncExitStart start;
+    Scope* scope = completing_slots(st, "_prepared_acomplete_slots", args, nargs, start.outer);
+    if (scope == nullptr) {
+        return nullptr;
+    }
+    if (start.outer == nullptr) {  // a return has left any handler: what enclosed the function
+        start.outer = PyThreadState_Get()->exc_info->exc_value;
+    }
+    start.kind = ExitKind::prepared_frame;
+    start.result = args[0];
+    return make_async_exit(st, scope, start);
 }
 
 // ---- open-coded `with scope():` blocks ------------------------------------------------------

@@ -56,6 +56,9 @@ int note_core_entry(ModuleState* st, void* frame);
 // (kind, fn, args tuple, kwargs dict or None), oldest first.
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// The same for a coroutine whose slots are awaited (adefer): an AsyncExit the frame steps.
+PyObject* prepared_aunwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+PyObject* prepared_acomplete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 // Open-coded `with scope():` blocks keep their slots in locals too, with a state local named
 // `__godefer_b<K>_st__` (None while the block runs, 3 once the core holds entries of it).
 inline constexpr const char* block_state_prefix = "__godefer_b";

@@ -94,6 +94,14 @@ bool awaitable(PyObject* obj) noexcept {
     return (am != nullptr && am->am_await != nullptr) || PyGen_Check(obj);
 }
 
+// Raises the TypeError of an awaited call `fn` of `kind` whose result `res` cannot be awaited.
+void not_awaitable(Kind kind, PyObject* fn, PyObject* res) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s(): the deferred call %.200R returned %.100s object, which cannot be "
+                 "awaited; adefer() takes an async function (use defer() for a plain one)",
+                 kind_name(kind), fn, Py_TYPE(res)->tp_name);
+}
+
 // Runs the entries above `floor`, last first, until one must be awaited: returns its awaitable
 // (a new reference), with `*exit_cm` telling whether it is an __aexit__ whose result may stop the
 // exception in flight; or null, with no error set, once the scope is down to `floor`. `show` makes
@@ -140,10 +148,7 @@ PyObject* run_entries(ModuleState* st, Scope& scope, std::size_t floor, UnwindSt
             continue;
         }
         if (!awaitable(res)) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s(): the deferred call %.200R returned %.100s object, which cannot be "
-                         "awaited; adefer() takes an async function (use defer() for a plain one)",
-                         kind_name(entry.kind), entry.fn, Py_TYPE(res)->tp_name);
+            not_awaitable(entry.kind, entry.fn, res);
             Py_DECREF(res);
             state.exc = compat::fetch_exception();
             continue;
@@ -155,6 +160,21 @@ PyObject* run_entries(ModuleState* st, Scope& scope, std::size_t floor, UnwindSt
 }
 
 }  // namespace
+
+PyObject* prepared_slot_await(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs,
+                              PyObject* kwnames) {
+    const Py_ssize_t positional = PyVectorcall_NARGS(nargs);
+    if (positional < 1) {
+        PyErr_SetString(PyExc_SystemError, "godefer: malformed awaited slot");
+        return nullptr;
+    }
+    PyObject* res = PyObject_Vectorcall(args[0], args + 1, positional - 1, kwnames);
+    if (res != nullptr && !awaitable(res)) {
+        not_awaitable(Kind::await_call, args[0], res);
+        Py_CLEAR(res);
+    }
+    return res;
+}
 
 void settle_exit(ModuleState* st, UnwindState& state, PyObject* res) {
     if (!state.exc) {
