@@ -404,6 +404,34 @@ def s_arecover(x):
     return _drive(_arecover(x))
 
 
+async def _aslots_raise(x):
+    adefer(asink, x)
+    defer(sink, x)
+    adefer(arecovers, x)
+    adefer(asink_raises, x)
+    raise Boom(x)
+
+
+async def arecovers(x):
+    await _Suspend()
+    COUNT[0] += 1
+    recover()
+
+
+def s_aslots_raise(x):
+    return _drive(_aslots_raise(x))
+
+
+async def _aslots_core(x):
+    adefer(asink, x)
+    Res(x)
+    adefer(asink, x)
+
+
+def s_aslots_core(x):
+    return _drive(_aslots_core(x))
+
+
 async def _aclosed(x):
     defer(sink, x)
     adefer(asink, x)
@@ -459,6 +487,8 @@ SCENARIOS = {
     "adefer in a block": (None, 2),
     "recover() awaited": (None, 1),
     "closed in an awaited exit": (None, 1),
+    "adefer slots + exception + recover()": (None, 4),
+    "adefer slots + ScopeBound": (None, 3),
 }
 FUNCS = {
     "defer": "s_defer",
@@ -503,6 +533,8 @@ FUNCS = {
     "adefer in a block": "s_ablock",
     "recover() awaited": "s_arecover",
     "closed in an awaited exit": "s_aclosed",
+    "adefer slots + exception + recover()": "s_aslots_raise",
+    "adefer slots + ScopeBound": "s_aslots_core",
 }
 
 
