@@ -141,6 +141,23 @@ CASES = {
             log.append("first")
             return defer(*[lambda *a, **k: log.append((a, k)), 1], 2, key=3, **{"m": fail}).__name__
     """,
+    "returned_from_a_block": """
+        def f(log, fail):
+            defer(log.append, "function")
+            with scope():
+                defer(log.append, "block")
+                if not fail:
+                    return defer(*(log.append, "star")).__name__
+                log.append("after the block")
+            return "fell"
+    """,
+    "returned_after_the_core_holds_entries": """
+        def f(log, fail):
+            Tracked(log, "tracked")
+            if fail:
+                raise KeyError("body")
+            return defer(*(log.append, "star"), **{}).__name__
+    """,
     "in_an_expression_after_the_core_holds_entries": """
         def f(log, fail):
             defer(log.append, "before")

@@ -82,6 +82,8 @@ STAR_SPLITS = {
 # The module global an awaited slot is called through on an open-coded coroutine's exit (the
 # core checks what the call returns can be awaited), and its _rt name.
 SLOT_AWAIT = ("__godefer_await__", "slot_await")
+# The local `return defer(*args)` binds the callee to before it returns it (_hoisted_star).
+HOISTED_RESULT = "__godefer_r__"
 # Schedulers of awaited calls: only an async function's own body may use them (_async_exits).
 AWAITED = ("adefer", "ascoped")
 OTHER_NAMES = ("scope", "recover", "result", "set_result", "adefer", "ascoped", "ScopeBound")
@@ -897,6 +899,9 @@ class Preparer(ast.NodeTransformer):
         return node
 
     def visit_Return(self, node: ast.Return) -> ast.stmt | list[ast.stmt]:
+        hoisted = self._hoisted_star(node)
+        if hoisted:
+            return [*hoisted, *_as_list(self.visit_Return(node))]
         if self._leaves_block(node):
             assert self.open_coder is not None
             return self.open_coder.block_exit_site(node)
@@ -913,6 +918,27 @@ class Preparer(ast.NodeTransformer):
                     node.value,
                 )
         return node
+
+    def _hoisted_star(self, node: ast.Return) -> list[ast.stmt]:
+        """`return defer(*args)`: the call is all the statement evaluates, so it runs first as
+        `__godefer_r__ = defer(*args)` (assigned_slot's starred form, whose fill is cheaper than
+        the expression's tuple of assignment expressions) and the return returns that local.
+        Empty for any other return."""
+        value = node.value
+        coder = self.open_coder
+        if (
+            coder is None
+            or not isinstance(value, ast.Call)
+            or id(value) not in coder.slot_calls
+            or coder.slot_calls[id(value)].pushed
+            or not value.args
+            or not isinstance(value.args[0], ast.Starred)
+        ):
+            return []
+        target = ast.copy_location(_name(HOISTED_RESULT, ast.Store()), value)
+        assign = ast.copy_location(ast.Assign(targets=[target], value=value), node)
+        node.value = ast.copy_location(_name(HOISTED_RESULT), value)
+        return coder.assigned_slot(assign)
 
     # -- exit handlers ------------------------------------------------------------------------
 
@@ -2290,6 +2316,10 @@ class OpenCoder:
             name=None,
             located_return=self.awaits,
         )
+
+
+def _as_list(stmts: ast.stmt | list[ast.stmt]) -> list[ast.stmt]:
+    return stmts if isinstance(stmts, list) else [stmts]
 
 
 def _awaits_at(stmt: ast.stmt, line: int) -> ast.stmt:
