@@ -28,8 +28,8 @@ if str(ROOT) not in sys.path:
 from bench import _micro  # noqa: E402
 from bench._global import callgrind_available  # noqa: E402
 
-# (table, key, baseline key): one deferred no-op, two and ten with a normal return, and
-# raise-and-catch through one.
+# (table, key, baseline key): one deferred no-op, two and ten with a normal return,
+# raise-and-catch through one, and one awaited no-op at a coroutine's exit.
 SUBJECTS = (
     ("one_defer", "tryfinally", None),
     ("one_defer", "godefer_prepared", "tryfinally"),
@@ -39,7 +39,7 @@ SUBJECTS = (
     ("one_defer", "godefer_prepared_scope", "tryfinally"),
     ("one_defer", "tryfinally_star", None),
     ("one_defer", "godefer_prepared_star", "tryfinally_star"),
-    ("one_defer", "godefer_prepared_core", "tryfinally"),
+    ("one_defer", "godefer_prepared_star_returned", "tryfinally_star"),
     ("one_defer", "godefer_runtime", "tryfinally"),
     ("one_defer", "exitstack", "tryfinally"),
     ("return_two", "tryfinally", None),
@@ -49,9 +49,13 @@ SUBJECTS = (
     ("raise_one", "tryfinally", None),
     ("raise_one", "godefer_prepared", "tryfinally"),
     ("raise_one", "godefer_runtime", "tryfinally"),
+    ("awaited", "tryfinally", None),
+    ("awaited", "godefer_prepared", "tryfinally"),
+    ("awaited", "godefer_prepared_core", "tryfinally"),
+    ("awaited", "exitstack", "tryfinally"),
 )
 # Deferred calls per call of a subject, checked before it is counted.
-CALLS = {"one_defer": 1, "return_two": 2, "return_ten": 10}
+CALLS = {"one_defer": 1, "return_two": 2, "return_ten": 10, "awaited": 1}
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -61,6 +65,7 @@ def _candidate(table: str, key: str) -> _micro.Candidate:
         "return_two": lambda: _micro.return_candidates(2),
         "return_ten": lambda: _micro.return_candidates(10),
         "raise_one": lambda: _micro.exception_candidates(1),
+        "awaited": _micro.awaited_candidates,
     }[table]()
     return next(c for c in cands if c.key == key)
 
@@ -71,9 +76,16 @@ def run_once(table: str, key: str, reps: int) -> None:
     fn = _micro._noop
     if table in CALLS:  # the subject makes the calls it stands for
         ran: list[int] = []
-        f(lambda: ran.append(1))
+        if table == "awaited":
+            _micro.drive(f(_micro._awaited_probe(ran)))
+        else:
+            f(lambda: ran.append(1))
         if len(ran) != CALLS[table]:
             sys.exit(f"{table}/{key}: {len(ran)} deferred calls instead of {CALLS[table]}")
+    if table == "awaited":
+        for _ in range(reps + 1):
+            _micro.drive(f(_micro._anoop))
+        return
     if not table.startswith("raise_"):
         f(fn)
         for _ in range(reps):

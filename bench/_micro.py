@@ -185,9 +185,9 @@ def one_defer_candidates() -> list[Candidate]:
             lambda: prepared("one_defer_star"),
         ),
         Candidate(
-            "godefer_prepared_core",
-            "godefer prepared: return defer(*args) (core-held)",
-            lambda: prepared("one_defer_core"),
+            "godefer_prepared_star_returned",
+            "godefer prepared: return defer(*args) (open-coded)",
+            lambda: prepared("one_defer_star_returned"),
         ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),
         Candidate("exitstack", "contextlib.ExitStack().callback(fn)", plain(EXITSTACK_ONE)),
@@ -285,6 +285,47 @@ finally:
 """
 
 
+async def _anoop():
+    pass
+
+
+def awaited_candidates() -> list[Candidate]:
+    """One awaited no-op at a coroutine's exit (adefer), each call driven to its end by send()."""
+    plain = lambda body: (
+        lambda: exec_function("async " + _src(body), {"AsyncExitStack": contextlib.AsyncExitStack})
+    )
+    return [
+        Candidate("tryfinally", "try/finally awaiting fn() (hand-written)", plain(TRY_AWAIT)),
+        Candidate(
+            "godefer_prepared",
+            "godefer prepared: adefer(fn) (open-coded)",
+            lambda: prepared("one_adefer"),
+        ),
+        Candidate(
+            "godefer_prepared_core",
+            "godefer prepared: adefer(fn) in a loop (core-held)",
+            lambda: prepared("one_adefer_core"),
+        ),
+        Candidate(
+            "exitstack",
+            "contextlib.AsyncExitStack().push_async_callback(fn)",
+            plain(ASYNC_EXITSTACK),
+        ),
+    ]
+
+
+TRY_AWAIT = """
+try:
+    pass
+finally:
+    await fn()
+"""
+ASYNC_EXITSTACK = """
+async with AsyncExitStack() as stack:
+    stack.push_async_callback(fn)
+"""
+
+
 def _nested_finally(depth: int, body: str = "raise ValueError") -> str:
     lines = []
     for i in range(depth):
@@ -362,6 +403,16 @@ def timer(n, f, fn, arg, _pc):
         f(fn, arg)
     return _pc() - t0
 """,
+    "await": """
+def timer(n, f, fn, arg, _pc):
+    t0 = _pc()
+    for _ in range(n):
+        try:
+            f(fn).send(None)
+        except StopIteration:
+            pass
+    return _pc() - t0
+""",
     "raise": """
 def timer(n, f, fn, arg, _pc):
     t0 = _pc()
@@ -381,7 +432,8 @@ def _time_once(timer, func, arg, loops: int) -> int:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return timer(loops, func, _noop, arg, time.perf_counter_ns)
+        fn = _anoop if timer is TIMERS["await"] else _noop
+        return timer(loops, func, fn, arg, time.perf_counter_ns)
     finally:
         if was_enabled:
             gc.enable()
@@ -398,12 +450,30 @@ def autorange(run_once: Callable[[int], float], budget_s: float) -> int:
         loops *= 10
 
 
+def drive(coro):
+    """Runs a coroutine that never suspends to its end; returns its value."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise Unavailable("the coroutine suspended")
+
+
+def _awaited_probe(ran: list[int]) -> Callable:
+    async def probe():
+        ran.append(1)
+
+    return probe
+
+
 def _check(cand: Candidate, kind: str, arg, expected: int) -> None:
     ran: list[int] = []
     probe = lambda: ran.append(1)
     raised = False
     try:
-        if kind == "call2":
+        if kind == "await":
+            drive(cand.func(_awaited_probe(ran)))
+        elif kind == "call2":
             cand.func(probe, arg)
         else:
             cand.func(probe)
@@ -483,10 +553,19 @@ def run_one_defer(budget_s: float, repeats: int) -> dict:
 
 
 # Forms whose hand-written try/finally does more than call fn(): that one is their baseline too.
-MATCHED = {"godefer_prepared_block": "tryfinally_if", "godefer_prepared_star": "tryfinally_star"}
+MATCHED = {
+    "godefer_prepared_block": "tryfinally_if",
+    "godefer_prepared_star": "tryfinally_star",
+    "godefer_prepared_star_returned": "tryfinally_star",
+}
 
 
 LOOP_NS = (1, 10, 1000)
+
+
+def run_awaited(budget_s: float, repeats: int) -> dict:
+    cands = measure(awaited_candidates(), "await", budget_s, repeats)
+    return _ratios({c.key: c.row() for c in cands}, "tryfinally")
 
 
 def run_loops(budget_s: float, repeats: int) -> dict:

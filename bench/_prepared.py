@@ -9,12 +9,13 @@ nested def, keeps its callee and arguments in frame locals; the defers of a loop
 statement that cannot give each a slot, share a list in a frame local. They run inline on return.
 A ``with scope():`` block gets slots of its own in the same way (``one_defer_scope``), and so
 does ``defer(*args)`` (``one_defer_star``: its slot holds the callee and the other arguments), as
-a statement or as an assignment's value. A defer inside another expression whose callee comes
-from ``*args`` (``one_defer_core``, ``return defer(*args)``) is kept by the C++ core, as are the
-calls of a function with a defer in a comprehension on 3.11.
+a statement, as an assignment's value, or inside another expression (``one_defer_star_returned``,
+``return defer(*args)``). A coroutine's ``adefer(fn)`` statements get slots too, awaited inline on
+its exits (``one_adefer``); an ``adefer`` in a loop is kept by the C++ core
+(``one_adefer_core``), as are the calls of a function with a defer in a comprehension on 3.11.
 """
 
-from godefer import defer, scope
+from godefer import adefer, defer, scope
 
 
 def is_prepared(func) -> bool:
@@ -45,8 +46,17 @@ def one_defer_star(fn):
     defer(*(fn,))
 
 
-def one_defer_core(fn):
+def one_defer_star_returned(fn):
     return defer(*(fn,))
+
+
+async def one_adefer(fn):
+    adefer(fn)
+
+
+async def one_adefer_core(fn):
+    for _ in range(1):
+        adefer(fn)
 
 
 def loop_defer(fn, n):

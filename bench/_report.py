@@ -66,10 +66,12 @@ INSTRUCTION_BARS = (
     ("one_defer", "godefer_prepared_expr", "prepared, defer as an expression"),
     ("one_defer", "godefer_prepared_scope", "prepared, defer in a scope() block"),
     ("one_defer", "godefer_prepared_star", "prepared, defer(*args)"),
-    ("one_defer", "godefer_prepared_core", "prepared, return defer(*args) (core-held)"),
+    ("one_defer", "godefer_prepared_star_returned", "prepared, return defer(*args)"),
     ("return_two", "godefer_prepared", "prepared, two top-level defers"),
     ("return_ten", "godefer_prepared", "prepared, ten top-level defers"),
     ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
+    ("awaited", "godefer_prepared", "prepared, adefer(fn) in a coroutine"),
+    ("awaited", "godefer_prepared_core", "prepared, adefer(fn) in a loop (core-held)"),
 )
 
 
@@ -101,6 +103,10 @@ def bars(res: dict) -> list[dict]:
     for key, what in (
         ("godefer_prepared_block", "defer inside an if <= {}x try/finally under the same if"),
         ("godefer_prepared_star", "defer(*args) <= {}x try/finally calling args[0](*args[1:])"),
+        (
+            "godefer_prepared_star_returned",
+            "return defer(*args) <= {}x try/finally calling args[0](*args[1:])",
+        ),
     ):
         row = one.get(key, {})
         r = row.get("ratio_matched") if row.get("status") == "ok" else None
@@ -114,7 +120,6 @@ def bars(res: dict) -> list[dict]:
     for key, what in (
         ("godefer_prepared_expr", "defer used as an expression"),
         ("godefer_prepared_scope", "defer in a scope() block"),
-        ("godefer_prepared_core", "return defer(*args) (core-held)"),
     ):
         r = ratio(key)
         add(
@@ -140,7 +145,7 @@ def bars(res: dict) -> list[dict]:
         ("godefer_prepared_expr", "expression"),
         ("godefer_prepared_scope", "scope() block"),
         ("godefer_prepared_star", "defer(*args)"),
-        ("godefer_prepared_core", "return defer(*args), core-held"),
+        ("godefer_prepared_star_returned", "return defer(*args)"),
     ):
         row = one.get(key, {})
         f = row.get("exitstack_over_this") if row.get("status") == "ok" else None
@@ -149,6 +154,20 @@ def bars(res: dict) -> list[dict]:
             f"{f:.1f}x" if f else "n/a",
             _met(f, BAR_EXITSTACK, at_most=False),
             f"DESIGN.md's >= 10x: {'met' if f and f >= 10 else 'missed'}" if f else "",
+        )
+    awaited = res.get("awaited", {})
+    for key, what in (
+        ("godefer_prepared", "adefer(fn) in a coroutine"),
+        ("godefer_prepared_core", "adefer(fn) in a loop (core-held)"),
+    ):
+        row = awaited.get(key, {})
+        r = row.get("ratio") if row.get("status") == "ok" else None
+        f = row.get("exitstack_over_this") if row.get("status") == "ok" else None
+        add(
+            f"prepared, {what} <= {BAR_PREPARED}x try/finally awaiting fn()",
+            f"{r:.3f}x" if r else "n/a",
+            _met(r, BAR_PREPARED),
+            f"AsyncExitStack / this: {f:.1f}x" if f else row.get("note", ""),
         )
     ins = res.get("instructions") or {}
     if ins.get("status") == "ok":
@@ -282,6 +301,23 @@ def version_report(res: dict) -> str:
     out.append(_table(["", *(f"N={n}" for n in LOOP_NS)], rows))
     out += _notes(loops[str(LOOP_NS[-1])])
 
+    awaited = res["awaited"]
+    out.append("\n-- one awaited no-op (adefer) at a coroutine's exit: ns per call --")
+    rows = []
+    for row in awaited.values():
+        ok = row["status"] == "ok"
+        es = row.get("exitstack_over_this")
+        rows.append(
+            [
+                row["label"],
+                _ns(row["ns"]) if ok else "n/a",
+                _x(row["ratio"]) if ok else "n/a",
+                f"{es:.1f}x" if ok and es else "-",
+            ]
+        )
+    out.append(_table(["", "ns/call", "vs try/finally", "AsyncExitStack/this"], rows))
+    out += _notes(awaited)
+
     exc = res["exceptions"]
     out.append("\n-- exception path: raise through 1 / 10 deferred calls (ns, vs try/finally) --")
     rows = []
@@ -405,6 +441,19 @@ def combined_report(results: dict) -> str:
             row = results[v]["loops"][last].get(key, {})
             es = row.get("exitstack_over_this")
             cells.append(f"{row['ns']:.1f} ({es:.1f}x)" if row.get("status") == "ok" else "n/a")
+        rows.append(cells)
+    out.append(_table(["", *versions], rows))
+
+    out.append(
+        "\n-- one awaited no-op (adefer): time vs try/finally awaiting fn() (ns per call) --"
+    )
+    rows = []
+    for key, row0 in first["awaited"].items():
+        cells = [row0["label"]]
+        for v in versions:
+            row = results[v]["awaited"].get(key, {})
+            ok = row.get("status") == "ok"
+            cells.append(f"{_x(row['ratio'])} ({row['ns']:.0f})" if ok else "n/a")
         rows.append(cells)
     out.append(_table(["", *versions], rows))
 

@@ -14,9 +14,11 @@ Measured (see bench/README.md for the method of each):
 
 1. a function with one deferred no-op: godefer prepared (a module imported through godefer's
    import hook, bench/_prepared.py: a top-level defer, one inside an ``if``, ``_ = defer(fn)``,
-   one in a ``with scope():`` block and ``defer(*args)``, open-coded, and ``return defer(*args)``,
-   held by the core), godefer's runtime path (a function built by ``exec``),
-   hand-written try/finally (the limit), contextlib.ExitStack, python-defer and deferrer;
+   one in a ``with scope():`` block, ``defer(*args)`` and ``return defer(*args)``, all
+   open-coded), godefer's runtime path (a function built by ``exec``), hand-written try/finally
+   (the limit), contextlib.ExitStack, python-defer and deferrer; and one awaited no-op at a
+   coroutine's exit: ``adefer(fn)`` (open-coded, and in a loop, held by the core) against
+   try/finally awaiting ``fn()`` and contextlib.AsyncExitStack;
 2. N deferred calls in a loop (N = 1, 10, 1000): time per call, and memory per pending call;
 3. the exception path: raising through 1 and 10 deferred calls, against try/finally;
 4. global slowdown of an unrelated workload (fib, a Richards-like scheduler) with nothing
@@ -65,6 +67,8 @@ def run_here(args) -> dict:
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     say(f"[bench {platform.python_version()}] one deferred no-op")
     one_defer = _micro.run_one_defer(*one)
+    say(f"[bench {platform.python_version()}] one awaited no-op")
+    awaited = _micro.run_awaited(*one)
     say(f"[bench {platform.python_version()}] loops")
     loops = _micro.run_loops(*micro)
     say(f"[bench {platform.python_version()}] exception path")
@@ -90,6 +94,7 @@ def run_here(args) -> dict:
         "smoke": args.smoke,
         "machine": _report.machine(),
         "one_defer": one_defer,
+        "awaited": awaited,
         "loops": loops,
         "exceptions": exceptions,
         "memory": memory,
