@@ -263,18 +263,13 @@ def _notes(rows: dict) -> list[str]:
 # one version
 
 
-def version_report(res: dict) -> str:
-    out = [f"\n== godefer bench: {res['implementation']} {res['python']} ({res['executable']})"]
-    if res.get("smoke"):
-        out.append("   (smoke run: tiny budgets, numbers are only a sanity check)")
-
-    one = res["one_defer"]
-    out.append("\n-- one deferred no-op: ns per call (min of interleaved repeats) --")
-    rows = []
-    for row in one.values():
+def _per_call_table(rows: dict, exitstack_header: str) -> str:
+    """A table of ns per call, the ratio to try/finally and the ExitStack's time over each."""
+    cells = []
+    for row in rows.values():
         ok = row["status"] == "ok"
         es = row.get("exitstack_over_this")
-        rows.append(
+        cells.append(
             [
                 row["label"],
                 _ns(row["ns"]) if ok else "n/a",
@@ -282,7 +277,17 @@ def version_report(res: dict) -> str:
                 f"{es:.1f}x" if ok and es else "-",
             ]
         )
-    out.append(_table(["", "ns/call", "vs try/finally", "ExitStack/this"], rows))
+    return _table(["", "ns/call", "vs try/finally", exitstack_header], cells)
+
+
+def version_report(res: dict) -> str:
+    out = [f"\n== godefer bench: {res['implementation']} {res['python']} ({res['executable']})"]
+    if res.get("smoke"):
+        out.append("   (smoke run: tiny budgets, numbers are only a sanity check)")
+
+    one = res["one_defer"]
+    out.append("\n-- one deferred no-op: ns per call (min of interleaved repeats) --")
+    out.append(_per_call_table(one, "ExitStack/this"))
     out += _notes(one)
 
     loops = res["loops"]
@@ -303,19 +308,7 @@ def version_report(res: dict) -> str:
 
     awaited = res["awaited"]
     out.append("\n-- one awaited no-op (adefer) at a coroutine's exit: ns per call --")
-    rows = []
-    for row in awaited.values():
-        ok = row["status"] == "ok"
-        es = row.get("exitstack_over_this")
-        rows.append(
-            [
-                row["label"],
-                _ns(row["ns"]) if ok else "n/a",
-                _x(row["ratio"]) if ok else "n/a",
-                f"{es:.1f}x" if ok and es else "-",
-            ]
-        )
-    out.append(_table(["", "ns/call", "vs try/finally", "AsyncExitStack/this"], rows))
+    out.append(_per_call_table(awaited, "AsyncExitStack/this"))
     out += _notes(awaited)
 
     exc = res["exceptions"]

@@ -415,6 +415,18 @@ FINALLY_EXIT = pytest.mark.xfail(
 )
 
 
+def _imported_shapes(src: str, tmp_path, monkeypatch):
+    """`shapes` of `src` imported as a module (the import hook prepares it)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"gd_shapes_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text(src)
+    importlib.invalidate_caches()
+    try:
+        return importlib.import_module(name).shapes
+    finally:
+        sys.modules.pop(name, None)
+
+
 def _line_events(func, *args, code=None) -> list[int]:
     code = func.__code__ if code is None else code
     seen: list[int] = []
@@ -446,14 +458,7 @@ def test_line_events_of_every_slot_shape_are_the_users(shape, n, tmp_path, monke
     # A tracer (pdb, coverage's C tracer) sees each user line as often as in the same code
     # without godefer: the exit code carries its return's line.
     src = SHAPES_HEAD + SHAPES[shape] + SHAPES_TAIL
-    monkeypatch.syspath_prepend(str(tmp_path))
-    name = f"gd_shapes_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{name}.py").write_text(src)
-    importlib.invalidate_caches()
-    try:
-        prepared = importlib.import_module(name).shapes
-    finally:
-        sys.modules.pop(name, None)
+    prepared = _imported_shapes(src, tmp_path, monkeypatch)
     assert "complete_slots" in prepared.__code__.co_names  # open-coded
     fake: dict = {}
     body = src.split("\n", 2)[2]  # the function, minus the imports (lines are relative)
@@ -528,14 +533,7 @@ def test_line_events_of_a_coroutine_awaiting_its_slots_are_the_users(
 ):
     tail = "" if shape.startswith("falls_off") else ASYNC_SHAPES_RETURN
     src = ASYNC_SHAPES_HEAD + ASYNC_SHAPES[shape] + tail + ASYNC_SHAPES_TAIL
-    monkeypatch.syspath_prepend(str(tmp_path))
-    name = f"gd_ashapes_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{name}.py").write_text(src)
-    importlib.invalidate_caches()
-    try:
-        prepared = importlib.import_module(name).shapes
-    finally:
-        sys.modules.pop(name, None)
+    prepared = _imported_shapes(src, tmp_path, monkeypatch)
     assert "__godefer_await__" in prepared.__code__.co_names  # awaited slots
     fake: dict = {}
     body = src.split("\n", 2)[2]

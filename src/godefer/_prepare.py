@@ -1589,26 +1589,36 @@ class OpenCoder:
 
         Keywords are bound after the positional arguments, as the call evaluates them, and the
         split runs after all of them, as the call itself would."""
-        args, keywords = self._visited_parts(call.args, call.keywords)
-        i = len(self.slots)
-        slot, rest = f"{self.p}{i}__", f"{self.p}{i}_0__"
-        split = ast.Call(func=_rt_attr(STAR_SPLITS[role], stmt), args=args, keywords=[])
-        kw_values, _, call_keywords = _bound_parts([], keywords, f"{self.p}{i}_")
-        stmts: list[ast.stmt] = []
-        if kw_values:  # `(*args,)` and the keywords first, in order; then the split
-            stmts.append(self._store([(rest, ast.Tuple(elts=args, ctx=ast.Load())), *kw_values]))
-            split.args = [ast.Starred(_name(rest), ast.Load())]
+        i, slot, rest, split, bound = self._star_split(call, role, stmt)
+        stmts: list[ast.stmt] = [self._store(bound)] if bound else []
         pair = ast.Tuple(elts=[_name(slot, ast.Store()), _name(rest, ast.Store())], ctx=ast.Store())
         stmts.append(ast.Assign(targets=[pair], value=split))
-        self.slots.append((role, [(slot, split), (rest, split), *kw_values]))
-        call_args: list[ast.expr] = [ast.Starred(_name(rest), ast.Load())]
-        self.call_shapes.append((call_args, call_keywords))
+        call_args, call_keywords = self.call_shapes[i]
         if self.first_fill:  # nothing scheduled yet: the slot keeps it (see _hoisted)
             self.first_fill = False
             return self._locate(stmt, stmts)
         fallback = self._fill_check(i, callable_for_sure=True)
         fallback.body.append(self._core_defer(role, stmt, (call_args, call_keywords)))
         return self._locate(stmt, [*stmts, fallback])
+
+    def _star_split(
+        self, call: ast.Call, role: str, at: ast.AST
+    ) -> tuple[int, str, str, ast.Call, list[tuple[str, ast.expr]]]:
+        """A new slot for `defer(*args, ...)`: its index, its locals (the callee, the rest), the
+        split's call and what is bound before it: when the call has keywords, `(*args,)` into
+        the rest local and the keywords into their own, in order, and the split of the rest."""
+        args, keywords = self._visited_parts(call.args, call.keywords)
+        i = len(self.slots)
+        slot, rest = f"{self.p}{i}__", f"{self.p}{i}_0__"
+        split = ast.Call(func=_rt_attr(STAR_SPLITS[role], at), args=args, keywords=[])
+        kw_values, _, call_keywords = _bound_parts([], keywords, f"{self.p}{i}_")
+        bound: list[tuple[str, ast.expr]] = []
+        if kw_values:
+            bound = [(rest, ast.Tuple(elts=args, ctx=ast.Load())), *kw_values]
+            split.args = [ast.Starred(_name(rest), ast.Load())]
+        self.slots.append((role, [(slot, split), (rest, split), *kw_values]))
+        self.call_shapes.append(([ast.Starred(_name(rest), ast.Load())], call_keywords))
+        return i, slot, rest, split, bound
 
     def _filled(self, i: int, role: str, callee: ast.expr) -> list[ast.stmt]:
         """`defer(f)` into slot i: the core checks f is callable (TypeError at this line) and
@@ -1810,25 +1820,16 @@ class OpenCoder:
                  __godefer_rt__.defer(__godefer_f__, *__godefer_i_0__)))[1]
         """
         self.uses_temp = True
-        args, keywords = self._visited_parts(call.args, call.keywords)
-        i = len(self.slots)
-        slot, rest = f"{self.p}{i}__", f"{self.p}{i}_0__"
-        split = ast.Call(func=_rt_attr(STAR_SPLITS[role], call), args=args, keywords=[])
-        kw_values, _, call_keywords = _bound_parts([], keywords, f"{self.p}{i}_")
-        parts: list[ast.expr] = []
-        if kw_values:  # `(*args,)` and the keywords first, in order; then the split
-            bound = [(rest, ast.Tuple(elts=args, ctx=ast.Load())), *kw_values]
-            parts += [ast.NamedExpr(target=_name(n, ast.Store()), value=v) for n, v in bound]
-            split.args = [ast.Starred(_name(rest), ast.Load())]
-        self.slots.append((role, [(slot, split), (rest, split), *kw_values]))
-        call_args: list[ast.expr] = [ast.Starred(_name(rest), ast.Load())]
-        self.call_shapes.append((call_args, call_keywords))
+        i, slot, rest, split, bound = self._star_split(call, role, call)
+        parts: list[ast.expr] = [
+            ast.NamedExpr(target=_name(n, ast.Store()), value=v) for n, v in bound
+        ]
         check = ast.parse(
             f"{self.st} is None or (__godefer_f__ := {slot}, {slot} := None, None)",
             mode="eval",
         ).body
         assert isinstance(check, ast.BoolOp) and isinstance(check.values[1], ast.Tuple)
-        check.values[1].elts[2] = self._core_defer(role, call, (call_args, call_keywords)).value
+        check.values[1].elts[2] = self._core_defer(role, call, self.call_shapes[i]).value
         parts += [
             ast.NamedExpr(target=_name(rest, ast.Store()), value=split),
             ast.NamedExpr(target=_name(slot, ast.Store()), value=_item(rest, 0)),
