@@ -192,6 +192,11 @@ def one_defer_candidates() -> list[Candidate]:
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),
         Candidate("exitstack", "contextlib.ExitStack().callback(fn)", plain(EXITSTACK_ONE)),
         Candidate(
+            "exitstack_star",
+            "contextlib.ExitStack().callback(args[0], *args[1:])",
+            plain(EXITSTACK_STAR),
+        ),
+        Candidate(
             "python_defer",
             "python-defer  defer(fn)",
             lambda: exec_function(_src("d(fn)"), {"d": python_defer()}),
@@ -224,6 +229,12 @@ try:
 finally:
     if armed:
         fn()
+"""
+# What `defer(*(fn,))` is with an ExitStack: the callee and its arguments come from one tuple.
+EXITSTACK_STAR = """
+args = (fn,)
+with ExitStack() as stack:
+    stack.callback(args[0], *args[1:])
 """
 EXITSTACK_ONE = """
 with ExitStack() as stack:
@@ -549,9 +560,18 @@ def run_one_defer(budget_s: float, repeats: int) -> dict:
         row, by_hand = rows.get(key, {}), rows.get(hand, {})
         if row.get("ns") and by_hand.get("ns"):
             row["ratio_matched"] = row["ns"] / by_hand["ns"]
+        # ... and against an ExitStack doing the same (the plain one where there is none).
+        stack = rows.get(MATCHED_EXITSTACK.get(key, ""), {})
+        if row.get("ns") and stack.get("ns"):
+            row["exitstack_matched_over_this"] = stack["ns"] / row["ns"]
     return rows
 
 
+# The ExitStack that does the same as a MATCHED form.
+MATCHED_EXITSTACK = {
+    "godefer_prepared_star": "exitstack_star",
+    "godefer_prepared_star_returned": "exitstack_star",
+}
 # Forms whose hand-written try/finally does more than call fn(): that one is their baseline too.
 MATCHED = {
     "godefer_prepared_block": "tryfinally_if",
