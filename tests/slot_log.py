@@ -58,6 +58,15 @@ def prepared_namespace(src: str, filename: str) -> dict:
     return ns
 
 
+def drive(coro):
+    """Runs a coroutine to its end without an event loop; returns its value."""
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
 def log_outcome(f: Callable[[list, bool], object], fail: bool) -> tuple[list, object]:
     """What `f(log, fail)` left in its log, and what it returned or raised."""
     log: list = []

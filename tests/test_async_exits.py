@@ -32,6 +32,7 @@ from godefer import (
 )
 from godefer._prepare import PrepareError, prepare_source
 from runtime_path import here
+from slot_log import drive
 
 
 class Suspend:
@@ -39,15 +40,6 @@ class Suspend:
 
     def __await__(self):
         yield
-
-
-def drive(coro):
-    """Runs a coroutine to its end without an event loop; returns its value."""
-    try:
-        while True:
-            coro.send(None)
-    except StopIteration as stop:
-        return stop.value
 
 
 async def arec(log, *values):

@@ -19,7 +19,7 @@ import textwrap
 import pytest
 
 from godefer import _core, adefer
-from slot_log import open_coded, prepared_namespace
+from slot_log import drive, open_coded, prepared_namespace
 
 PRELUDE = """\
 import sys
@@ -161,14 +161,6 @@ def _core_held(src: str) -> str:
         else:
             lines.append(line)
     return "\n".join(lines) + "\n"
-
-
-def drive(coro):
-    try:
-        while True:
-            coro.send(None)
-    except StopIteration as stop:
-        return stop.value
 
 
 def _outcome(f, fail: bool) -> str:

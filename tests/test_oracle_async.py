@@ -10,9 +10,11 @@ driver (``drive``: ``send(None)`` until done), both must agree on every recorded
 ``sys.exception()`` inside every deferred call), the result, the whole ``__context__`` chain of
 an escaping exception, and ``sys.exception()`` afterwards.
 
-A function that schedules an awaited call keeps its calls in the core and steps its exits in its
-own frame (``_async_exits``); the others are open-coded coroutines. The runtime path cannot await
-(NotPreparedError), so only prepared code is compared.
+A coroutine whose awaited calls are all ``adefer`` statements outside loops and blocks keeps them
+in frame locals and awaits them inline; any other function that schedules an awaited call keeps
+its calls in the core and steps its exits in its own frame (``_async_exits``); the others are
+open-coded coroutines. A self-check makes sure both awaited paths are compared. The runtime path
+cannot await (NotPreparedError), so only prepared code is compared.
 
 Programs whose awaited translation nests near CPython's block limit are left out
 (``op.awaited_translation_fits``: CPython 3.12.1's compiler crashes on some of them, on the

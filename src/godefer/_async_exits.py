@@ -1,13 +1,16 @@
 """Exits that await: the code preparation writes for an async function that uses adefer() or
 ascoped(), and for the `with scope():` blocks in it that do.
 
-Such a function keeps every deferred call in the core (no open-coded slots), and its exits step
-through the scope with a loop of its own (see async_exit.cpp for why the loop must run in the
-function's frame):
+A coroutine whose awaited schedulers are all adefer() statements outside loops and blocks is
+open-coded (_prepare.OpenCoder with `awaits`): it awaits its slots inline and hands what is left of
+an exit to the core as an AsyncExit that `stepped()` below steps. Any other such function keeps
+every deferred call in the core (no open-coded slots), and its exits step through the scope with
+a loop of its own (see async_exit.cpp for why the loop must run in the function's frame):
 
     async def f():
-        adefer(close, conn)
-        return await use(conn)
+        for conn in conns:
+            adefer(close, conn)
+        return await use(conns)
 
 becomes a function with _prepare._exit_structure's exit handler, whose exit by return is
 
