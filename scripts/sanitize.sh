@@ -41,7 +41,9 @@ unset GODEFER_SANITIZE
 platlib=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
 core=$(ls "$platlib"/godefer/_core*.so 2>/dev/null | head -n 1)
 [[ -n $core ]] || godefer_die "godefer/_core*.so not found under $platlib"
-if ! ldd "$core" | grep -q libasan; then
+# Not `ldd | grep -q`: under pipefail, grep -q leaving early can kill ldd with SIGPIPE, and the
+# pipeline then fails although libasan was listed (seen once in CI).
+if [[ $(ldd "$core") != *libasan* ]]; then
     tail -n 60 "$VENV/pip.log"
     godefer_die "$core is not linked against libasan: GODEFER_SANITIZE did not reach the build"
 fi
