@@ -1101,6 +1101,9 @@ class OpenCoder:
         self.call_shapes: list[tuple[list[ast.expr], list[ast.keyword]]] = []
         # Per slot: whether a `return` can come before its statement (so it may be unreached).
         self.may_skip: list[bool] = []
+        # Slots of the function's top level with no None before the body (_note_unbound): the
+        # init's stores cost about 25 instructions a slot (3.13), more than the fill itself.
+        self.unbound: list[int] = []
 
     def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
@@ -1111,7 +1114,11 @@ class OpenCoder:
         out, head = self._emit(body[len(docstring) :], (ast.Return,))
         filled = 1 if head else 0  # a hoisted first slot is assigned before the init
         result = [] if self._lean() else [RV]
-        locals_ = [self.st, *result, *(f"{self.p}{i}__" for i in range(filled, len(self.slots)))]
+        locals_ = [
+            self.st,
+            *result,
+            *(f"{self.p}{i}__" for i in range(filled, len(self.slots)) if i not in self.unbound),
+        ]
         head_stmts, early = out[:head], self._check_first_fill()
         if early is not None:  # before the statements before it (they call nothing), at their line
             check_init = _parse(_check_init(early))
@@ -1214,11 +1221,14 @@ class OpenCoder:
         head = 0
         for index, stmt in enumerate(body):
             self.first_fill = index == hoist
+            before = len(self.slots)
             if id(stmt) in self.slot_calls:
                 out.extend(self.slot(stmt, self.slot_calls[id(stmt)], may_skip=left))
+                self._note_unbound(before, left, index == hoist)
             elif self._assigns_slot(stmt):
                 assert isinstance(stmt, ast.Assign)
                 out.extend(self.assigned_slot(stmt, may_skip=left))
+                self._note_unbound(before, left, index == hoist)
             else:
                 left = left or any(isinstance(n, jumps) for n in _own_nodes([stmt]))
                 new = self.preparer.visit(stmt)  # nested slots come back through visit_Expr
@@ -1227,6 +1237,18 @@ class OpenCoder:
             if index == hoist:
                 head = len(out)
         return out, head
+
+    def _note_unbound(self, before: int, left: bool, hoisted: bool) -> None:
+        """After a statement of the function's own body that filled slots from index `before`:
+        its own slot (the last: its parts' defers come first) needs no None before the body
+        when every return comes after the statement (`left`: a return came before it), and its
+        fill always binds it (not scoped(), whose fill leaves the slot alone when the core takes
+        the call). Such a slot is bound at every return site; on the exception path the handler
+        binds the unreached ones first (OpenCoder.unbound)."""
+        if self.root is not self or left or hoisted or len(self.slots) == before:
+            return
+        if self.slots[-1][0] in KIND_CODES:
+            self.unbound.append(len(self.slots) - 1)
 
     def block_exit_site(self, node: ast.Return | ast.Break | ast.Continue) -> list[ast.stmt]:
         """A return, break or continue leaving the block: its value first, then the block's
@@ -2162,6 +2184,9 @@ class OpenCoder:
         if body_raised is None:
             body_raised = f"{self.st} == {OPEN_BODY_RAISED}"
         out = _parse(f"{RV} = None") if self.valued else []
+        if self.unbound:
+            names = ", ".join(f"'{self.p}{i}__'" for i in self.unbound)
+            out = [*_parse(f"{RT}.bind_slots(({names},))"), *out]
         chain, end = self._unwinding_chain()
         inline = _parse(f"if {body_raised}:\n    pass")[0]
         assert isinstance(inline, ast.If)

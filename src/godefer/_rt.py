@@ -31,6 +31,7 @@ unwind_slots = _core._prepared_unwind_slots
 complete_slots = _core._prepared_complete_slots
 aunwind_slots = _core._prepared_aunwind_slots
 slot_await = _core._prepared_slot_await
+bind_slots = _core._prepared_bind_slots
 acomplete_slots = _core._prepared_acomplete_slots
 block_unwind = _core._prepared_block_unwind
 block_complete = _core._prepared_block_complete

@@ -133,6 +133,8 @@ PyMethodDef module_methods[] = {
      "The exception being handled leaves an open-coded frame: (result, state, *slot groups)."},
     {"_prepared_complete_slots", fastcall(prepared_complete_slots), METH_FASTCALL,
      "A return from an open-coded frame that the core finishes: (value, state, *slot groups)."},
+    {"_prepared_bind_slots", prepared_bind_slots, METH_O,
+     "In an open-coded handler: bind the named slot locals the body did not reach to None."},
     {"_prepared_slot_await", fastcall(prepared_slot_await), METH_FASTCALL | METH_KEYWORDS,
      "An awaited slot's call on an open-coded coroutine's exit: (fn, *args, **kwargs)."},
     {"_prepared_aunwind_slots", fastcall(prepared_aunwind_slots), METH_FASTCALL,

@@ -235,6 +235,36 @@ Scope* completing_slots(ModuleState* st, const char* who, PyObject* const* args,
 
 }  // namespace
 
+PyObject* prepared_bind_slots(PyObject* /*module*/, PyObject* names) {
+    _PyInterpreterFrame* frame = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+    if (frame == nullptr || !PyTuple_Check(names)) {
+        PyErr_SetString(PyExc_SystemError, "godefer: _prepared_bind_slots() outside its handler");
+        return nullptr;
+    }
+    PyCodeObject* code = compat::iframe_code(frame);
+    PyObject* locals = code->co_localsplusnames;
+    for (Py_ssize_t n = 0; n < PyTuple_GET_SIZE(names); ++n) {
+        PyObject* name = PyTuple_GET_ITEM(names, n);
+        // Both are interned identifiers of the same code object: identity finds them.
+        int index = -1;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(locals) && index < 0; ++i) {
+            index = PyTuple_GET_ITEM(locals, i) == name ? static_cast<int>(i) : -1;
+        }
+        if (index < 0 && PyUnicode_Check(name)) {
+            index = local_index(code, PyUnicode_AsUTF8(name));
+        }
+        if (index < 0) {
+            PyErr_Format(PyExc_SystemError, "godefer: no slot local %R in %R", name, code);
+            return nullptr;
+        }
+        // A plain local (nothing closes over a slot): null until its statement fills it.
+        if (frame->localsplus[index] == nullptr) {
+            frame->localsplus[index] = Py_NewRef(Py_None);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 PyObject* prepared_unwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
     ModuleState* st = module_state(module);
     Ref exc;

@@ -59,6 +59,11 @@ PyObject* prepared_complete_slots(PyObject* module, PyObject* const* args, Py_ss
 // The same for a coroutine whose slots are awaited (adefer): an AsyncExit the frame steps.
 PyObject* prepared_aunwind_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 PyObject* prepared_acomplete_slots(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+// _prepared_bind_slots(names): in the exception handler of an open-coded function whose
+// top-level slots get no None before the body runs (preparation leaves them unbound until their
+// statement fills them), binds to None those of `names` the body did not reach, so the
+// handler's tests read them as unreached. Names bound already keep their value.
+PyObject* prepared_bind_slots(PyObject* module, PyObject* names);
 // Open-coded `with scope():` blocks keep their slots in locals too, with a state local named
 // `__godefer_b<K>_st__` (None while the block runs, 3 once the core holds entries of it).
 inline constexpr const char* block_state_prefix = "__godefer_b";
