@@ -236,7 +236,8 @@ Scope* completing_slots(ModuleState* st, const char* who, PyObject* const* args,
 }  // namespace
 
 PyObject* prepared_bind_slots(PyObject* /*module*/, PyObject* names) {
-    _PyInterpreterFrame* frame = compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
+    _PyInterpreterFrame* frame =
+        compat::complete_frame(compat::current_iframe(PyThreadState_Get()));
     if (frame == nullptr || !PyTuple_Check(names)) {
         PyErr_SetString(PyExc_SystemError, "godefer: _prepared_bind_slots() outside its handler");
         return nullptr;
