@@ -161,6 +161,16 @@ bool take_last_entry(PyObject* list, ListEntry& entry, std::array<Ref, 2>& owned
 // set) or a call raised.
 PyObject* next_plain_call(PyObject* list) {
     while (PyList_GET_SIZE(list) > 0) {
+        // A plain entry is its callable alone, the last item when it is not a header: the list's
+        // reference passes to the caller (take_last_entry costs about 90 instructions more).
+        const Py_ssize_t end = PyList_GET_SIZE(list);
+        PyObject** items = reinterpret_cast<PyListObject*>(list)->ob_item;
+        if (!PyLong_CheckExact(items[end - 1])) {
+            PyObject* fn = items[end - 1];
+            items[end - 1] = nullptr;
+            Py_SET_SIZE(reinterpret_cast<PyVarObject*>(list), end - 1);
+            return fn;
+        }
         ListEntry entry;
         std::array<Ref, 2> owned;  // fn, kwargs
         Ref args;
