@@ -29,7 +29,8 @@ from bench import _micro  # noqa: E402
 from bench._global import callgrind_available  # noqa: E402
 
 # (table, key, baseline key): one deferred no-op, two and ten with a normal return,
-# raise-and-catch through one, and one awaited no-op at a coroutine's exit.
+# raise-and-catch through one, and one awaited no-op at a coroutine's exit (in a one-pass loop:
+# against the same loop written by hand, a list awaited in a finally).
 SUBJECTS = (
     ("one_defer", "tryfinally", None),
     ("one_defer", "godefer_prepared", "tryfinally"),
@@ -51,7 +52,8 @@ SUBJECTS = (
     ("raise_one", "godefer_runtime", "tryfinally"),
     ("awaited", "tryfinally", None),
     ("awaited", "godefer_prepared", "tryfinally"),
-    ("awaited", "godefer_prepared_core", "tryfinally"),
+    ("awaited", "listfinally", None),
+    ("awaited", "godefer_prepared_core", "listfinally"),
     ("awaited", "exitstack", "tryfinally"),
 )
 # Deferred calls per call of a subject, checked before it is counted.

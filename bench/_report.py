@@ -71,7 +71,7 @@ INSTRUCTION_BARS = (
     ("return_ten", "godefer_prepared", "prepared, ten top-level defers"),
     ("raise_one", "godefer_prepared", "prepared, raise through one defer"),
     ("awaited", "godefer_prepared", "prepared, adefer(fn) in a coroutine"),
-    ("awaited", "godefer_prepared_core", "prepared, adefer(fn) in a loop (core-held)"),
+    ("awaited", "godefer_prepared_core", "prepared, adefer(fn) in a one-pass loop (core-held)"),
 )
 
 
@@ -160,18 +160,27 @@ def bars(res: dict) -> list[dict]:
             f"DESIGN.md's >= 10x: {'met' if f and f >= 10 else 'missed'}" if f else "",
         )
     awaited = res.get("awaited", {})
-    for key, what in (
-        ("godefer_prepared", "adefer(fn) in a coroutine"),
-        ("godefer_prepared_core", "adefer(fn) in a loop (core-held)"),
+    for key, what, ratio_key, against in (
+        ("godefer_prepared", "adefer(fn) in a coroutine", "ratio", "try/finally awaiting fn()"),
+        (
+            "godefer_prepared_core",
+            "adefer(fn) in a one-pass loop (core-held)",
+            "ratio_matched",
+            "the loop by hand (a list awaited in a finally)",
+        ),
     ):
         row = awaited.get(key, {})
-        r = row.get("ratio") if row.get("status") == "ok" else None
-        f = row.get("exitstack_over_this") if row.get("status") == "ok" else None
+        ok = row.get("status") == "ok"
+        r = row.get(ratio_key) if ok else None
+        f = row.get("exitstack_over_this") if ok else None
+        notes = [f"AsyncExitStack / this: {f:.1f}x"] if f else [row.get("note", "")]
+        if ratio_key != "ratio" and ok and row.get("ratio"):
+            notes.append(f"vs try/finally with no loop: {row['ratio']:.3f}x")
         add(
-            f"prepared, {what} <= {BAR_PREPARED}x try/finally awaiting fn()",
+            f"prepared, {what} <= {BAR_PREPARED}x {against}",
             f"{r:.3f}x" if r else "n/a",
             _met(r, BAR_PREPARED),
-            f"AsyncExitStack / this: {f:.1f}x" if f else row.get("note", ""),
+            "; ".join(n for n in notes if n),
         )
     ins = res.get("instructions") or {}
     if ins.get("status") == "ok":
