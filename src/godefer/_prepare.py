@@ -917,6 +917,11 @@ class Preparer(ast.NodeTransformer):
                     ),
                     node.value,
                 )
+        elif self._scope_kind() in ("function", "generator"):
+            # The exit returns the result local, which may still hold the value of a return
+            # whose exit raised and was caught in the function: a bare return returns None.
+            none = ast.Assign(targets=[_name(RV, ast.Store())], value=ast.Constant(None))
+            return [_at_line(none, node.lineno), node]
         return node
 
     def _hoisted_star(self, node: ast.Return) -> list[ast.stmt]:
@@ -1001,6 +1006,11 @@ MAX_OPEN_CODED = 16
 # return's line) makes the `return` report its line a second time to tracers: the core runs the
 # list there.
 DRAIN_IN_BYTECODE = sys.version_info >= (3, 13)
+# Falling off the end after a compound statement: exit code with no location makes CPython 3.11
+# and 3.12 give its closing `return` the line laid out before it (a line that may not have run,
+# a phantom line to coverage). There it carries the line of the body's last statement instead,
+# which ran (the header of a compound one); 3.13 leaves a location-less exit without a line.
+FALL_OFF_LOCATED = sys.version_info < (3, 13)
 # Values of the state local of an open-coded function besides None (running); the core reads
 # them too (open_coded.hpp).
 OPEN_BODY_RAISED = 1  # the body raised: the handler calls the reached slots inline
@@ -1107,10 +1117,12 @@ class OpenCoder:
 
     def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
+        if (FALL_OFF_LOCATED or self.awaits) and len(body) > len(docstring):
+            _return_at_branch_ends(body, self.blocks)
         # No return inside a try or with statement (where code still runs after it): each return
         # can run the exit where it stands.
         self.inline_returns = _leaving_block(body) is not None
-        self.fall_off_line = body[-1].lineno  # (the docstring, if nothing else)
+        self.fall_off_line = _last_run_line(body[-1])  # (the docstring, if nothing else)
         out, head = self._emit(body[len(docstring) :], (ast.Return,))
         filled = 1 if head else 0  # a hoisted first slot is assigned before the init
         result = [] if self._lean() else [RV]
@@ -1251,18 +1263,22 @@ class OpenCoder:
             self.unbound.append(len(self.slots) - 1)
 
     def block_exit_site(self, node: ast.Return | ast.Break | ast.Continue) -> list[ast.stmt]:
-        """A return, break or continue leaving the block: its value first, then the block's
-        exit code, then the jump (a return's value in the result local, as a `finally` of the
-        function reads it)."""
+        """A return, break or continue leaving the block: its value (or a no-op at its line)
+        first, then the block's exit code, then the jump at the `with` line (a return's value in
+        the result local, as a `finally` of the function reads it)."""
         if isinstance(node, ast.Return) and node.value is not None:
             value = self.preparer.visit(node.value)
             assign = ast.copy_location(
                 ast.Assign(targets=[_name(RV, ast.Store())], value=value), node
             )
             ast.copy_location(assign.targets[0], node)
-            jump = ast.copy_location(ast.Return(ast.copy_location(_name(RV), node)), node)
+            jump = _at_line(ast.Return(_name(RV)), self.line)
             return [assign, self._sentinel(), jump]
-        return [self._sentinel(), node]
+        # The statement's own line first, then the exit at the `with` line, as `with` runs its
+        # exit after the jump's line: the jump carries the `with` line, where the exit left the
+        # frame (no line event of its own, as after a `with`'s exit).
+        here = _at_line(ast.Pass(), node.lineno)
+        return [here, self._sentinel(), _at_line(node, self.line)]
 
     def _block_exit(self) -> list[ast.stmt]:
         """A normal exit of the block: the reached slots inline, last first, each announced in
@@ -1419,6 +1435,8 @@ class OpenCoder:
         line = self.exit_lines.get(site)
         if line is None and self.awaits:  # as _on_return left it; its awaits at the last line
             return _awaits_at(stmt, self.fall_off_line)
+        if line is None and FALL_OFF_LOCATED:
+            line = self.fall_off_line
         node = _no_location(stmt) if line is None else _at_line(stmt, line)
         assert isinstance(node, ast.stmt)
         return node
@@ -2416,6 +2434,39 @@ def _exit_structure(
     handler.body = on_exception
     _at_line(handler, line)
     return [*init, outer]
+
+
+def _return_at_branch_ends(body: list[ast.stmt], blocks: dict[int, BlockPlan]) -> None:
+    """Where falling off the end needs a line (FALL_OFF_LOCATED, or awaits to locate), each
+    way through a last `if` gets a bare `return` at the line that way ran last: its body's last
+    statement (the header of a compound one), or the test of an `if` with no `else`. The exit
+    code then reports no line but one that just ran, whichever branch was taken. After a last
+    statement of another kind, the fall-off carries that statement's line (a loop's or `with`'s
+    header ran last too; after a `try` or `match` a tracer may see its header once more). An
+    open-coded block (`blocks`) gets its return inside, where leaving it runs its exit at the
+    `with` line: after the block, 3.11 would report that line twice."""
+    last = body[-1]
+    if isinstance(last, ast.With) and id(last) in blocks:
+        _return_at_branch_ends(last.body, blocks)
+    elif isinstance(last, ast.If):
+        _return_at_branch_ends(last.body, blocks)
+        if last.orelse:
+            _return_at_branch_ends(last.orelse, blocks)
+        else:
+            last.orelse = [_at_line(ast.Return(), last.lineno)]
+    elif not isinstance(last, (ast.Return, ast.Raise, ast.Break, ast.Continue)):
+        body.append(_at_line(ast.Return(), _last_run_line(last)))
+
+
+def _last_run_line(stmt: ast.stmt) -> int:
+    """The line a statement that completed normally ran last, as far as it is one line: a
+    `finally`'s or a loop's `else`'s last statement's (recursively), else the statement's first
+    line (a `with` calls __exit__ and a loop tests for its end at that line)."""
+    if isinstance(stmt, (ast.Try, ast.TryStar)) and stmt.finalbody:
+        return _last_run_line(stmt.finalbody[-1])
+    if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)) and stmt.orelse:
+        return _last_run_line(stmt.orelse[-1])
+    return stmt.lineno
 
 
 def _fall_off(valued: bool) -> list[ast.stmt]:
