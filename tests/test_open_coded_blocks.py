@@ -504,3 +504,66 @@ def test_recover_from_a_blocks_list_goes_on_after_the_block():
         "before loop",
         "after block",
     ]
+
+
+class Abandoned(Exception):
+    pass
+
+
+def _abandon():
+    raise Abandoned
+
+
+def bare_return_after_an_abandoned_return(flag):
+    defer(note("function"))
+    try:
+        with scope():
+            okdefer(_abandon)  # raises on the way out of `return 5`
+            return 5
+    except Abandoned:
+        LOG.append("caught")
+    if flag:
+        return
+    return 7
+
+
+def generator_bare_return_after_an_abandoned_return():
+    defer(note("function"))
+    try:
+        with scope():
+            okdefer(_abandon)
+            yield 1
+            return 5
+    except Abandoned:
+        LOG.append("caught")
+    return
+
+
+async def coroutine_bare_return_after_an_abandoned_return():
+    defer(note("function"))
+    try:
+        with scope():
+            okdefer(_abandon)
+            return 5
+    except Abandoned:
+        LOG.append("caught")
+    return
+
+
+def test_a_bare_return_after_an_abandoned_return_returns_none():
+    # `return 5`'s value sat in the result local when its block's exit raised; the exception
+    # was caught in the function, so the later bare `return` means None, as in plain Python.
+    assert open_blocks(bare_return_after_an_abandoned_return) == 1
+    assert bare_return_after_an_abandoned_return(True) is None
+    assert LOG == ["caught", "function"]
+    LOG.clear()
+    assert bare_return_after_an_abandoned_return(False) == 7
+    gen = generator_bare_return_after_an_abandoned_return()
+    assert next(gen) == 1
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value is None
+    coro = coroutine_bare_return_after_an_abandoned_return()
+    with pytest.raises(StopIteration) as stop:
+        coro.send(None)
+    assert stop.value.value is None
