@@ -1114,11 +1114,13 @@ class OpenCoder:
         # Slots of the function's top level with no None before the body (_note_unbound): the
         # init's stores cost about 25 instructions a slot (3.13), more than the fill itself.
         self.unbound: list[int] = []
+        # The ids of the returns _return_at_branch_ends made: falling off, with the result None.
+        self.fall_offs: set[int] = set()
 
     def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         docstring, _ = _split_docstring(body)
         if (FALL_OFF_LOCATED or self.awaits) and len(body) > len(docstring):
-            _return_at_branch_ends(body, self.blocks)
+            _return_at_branch_ends(body, self.fall_offs)
         # No return inside a try or with statement (where code still runs after it): each return
         # can run the exit where it stands.
         self.inline_returns = _leaving_block(body) is not None
@@ -1422,7 +1424,9 @@ class OpenCoder:
             assign = ast.Assign(targets=[_name(RV, ast.Store())], value=value)
             out.append(ast.copy_location(assign, node))
             ast.copy_location(assign.targets[0], node)
-        elif self.valued and not self._lean():
+        elif self.valued and not self._lean() and id(node) not in self.fall_offs:
+            # (Falling off, the result is still None: every return before runs its exit where
+            # it stands, so none stored a value and then failed to leave.)
             none = ast.Assign(targets=[_name(RV, ast.Store())], value=ast.Constant(None))
             out.append(_at_line(none, node.lineno))
         return [*out, self._sentinel(none=node.value is None, line=node.lineno)]
@@ -2436,26 +2440,27 @@ def _exit_structure(
     return [*init, outer]
 
 
-def _return_at_branch_ends(body: list[ast.stmt], blocks: dict[int, BlockPlan]) -> None:
+def _return_at_branch_ends(body: list[ast.stmt], made: set[int]) -> None:
     """Where falling off the end needs a line (FALL_OFF_LOCATED, or awaits to locate), each
     way through a last `if` gets a bare `return` at the line that way ran last: its body's last
     statement (the header of a compound one), or the test of an `if` with no `else`. The exit
     code then reports no line but one that just ran, whichever branch was taken. After a last
     statement of another kind, the fall-off carries that statement's line (a loop's or `with`'s
-    header ran last too; after a `try` or `match` a tracer may see its header once more). An
-    open-coded block (`blocks`) gets its return inside, where leaving it runs its exit at the
-    `with` line: after the block, 3.11 would report that line twice."""
+    header ran last too; after a `try` or `match` a tracer may see its header once more).
+    The ids of the returns made go to `made`. (After an open-coded block, 3.11 reports its `with`
+    line once more: a return inside the block would put every return of the function in a
+    `finally`, which costs more than the event.)"""
     last = body[-1]
-    if isinstance(last, ast.With) and id(last) in blocks:
-        _return_at_branch_ends(last.body, blocks)
-    elif isinstance(last, ast.If):
-        _return_at_branch_ends(last.body, blocks)
+    if isinstance(last, ast.If):
+        _return_at_branch_ends(last.body, made)
         if last.orelse:
-            _return_at_branch_ends(last.orelse, blocks)
+            _return_at_branch_ends(last.orelse, made)
         else:
             last.orelse = [_at_line(ast.Return(), last.lineno)]
+            made.add(id(last.orelse[0]))
     elif not isinstance(last, (ast.Return, ast.Raise, ast.Break, ast.Continue)):
         body.append(_at_line(ast.Return(), _last_run_line(last)))
+        made.add(id(body[-1]))
 
 
 def _last_run_line(stmt: ast.stmt) -> int:
