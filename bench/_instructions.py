@@ -41,6 +41,8 @@ SUBJECTS = (
     ("one_defer", "tryfinally_star", None),
     ("one_defer", "godefer_prepared_star", "tryfinally_star"),
     ("one_defer", "godefer_prepared_star_returned", "tryfinally_star"),
+    ("one_defer", "with_cm", None),
+    ("one_defer", "godefer_prepared_scoped", "with_cm"),
     ("one_defer", "godefer_runtime", "tryfinally"),
     ("one_defer", "exitstack", "tryfinally"),
     ("return_two", "tryfinally", None),

@@ -146,6 +146,11 @@ def _src(body: str, args: str = "fn") -> str:
 def one_defer_candidates() -> list[Candidate]:
     rt = lambda body: lambda: exec_function(_src(body), {"defer": godefer_defer()})
     plain = lambda body: lambda: exec_function(_src(body), {"ExitStack": contextlib.ExitStack})
+    exits = lambda body: (
+        lambda: exec_function(
+            _src(body), {"ExitStack": contextlib.ExitStack, "Exits": _exits_class()}
+        )
+    )
     return [
         Candidate("plain", "plain call fn() (no cleanup guarantee)", plain("fn()")),
         Candidate("tryfinally", "try/finally (hand-written: the limit)", plain(TRY_ONE)),
@@ -189,12 +194,23 @@ def one_defer_candidates() -> list[Candidate]:
             "godefer prepared: return defer(*args) (open-coded)",
             lambda: prepared("one_defer_star_returned"),
         ),
+        Candidate("with_cm", "with Exits(fn): (hand-written)", exits(WITH_CM)),
+        Candidate(
+            "godefer_prepared_scoped",
+            "godefer prepared: scoped(Exits(fn)) (open-coded)",
+            lambda: prepared("one_scoped"),
+        ),
         Candidate("godefer_runtime", "godefer runtime path (exec'd function)", rt("defer(fn)")),
         Candidate("exitstack", "contextlib.ExitStack().callback(fn)", plain(EXITSTACK_ONE)),
         Candidate(
             "exitstack_star",
             "contextlib.ExitStack().callback(args[0], *args[1:])",
             plain(EXITSTACK_STAR),
+        ),
+        Candidate(
+            "exitstack_cm",
+            "contextlib.ExitStack().enter_context(Exits(fn))",
+            exits(EXITSTACK_CM),
         ),
         Candidate(
             "python_defer",
@@ -206,6 +222,23 @@ def one_defer_candidates() -> list[Candidate]:
     ]
 
 
+def _exits_class() -> type:
+    """bench/_prepared.py's Exits, so both sides of the scoped() rows make the same object."""
+    prepared("one_scoped")
+    from bench import _prepared
+
+    return _prepared.Exits
+
+
+# What `scoped(Exits(fn))` is by hand, and with an ExitStack.
+WITH_CM = """
+with Exits(fn):
+    pass
+"""
+EXITSTACK_CM = """
+with ExitStack() as stack:
+    stack.enter_context(Exits(fn))
+"""
 TRY_ONE = """
 try:
     pass
@@ -586,12 +619,14 @@ def run_one_defer(budget_s: float, repeats: int) -> dict:
 MATCHED_EXITSTACK = {
     "godefer_prepared_star": "exitstack_star",
     "godefer_prepared_star_returned": "exitstack_star",
+    "godefer_prepared_scoped": "exitstack_cm",
 }
 # Forms whose hand-written try/finally does more than call fn(): that one is their baseline too.
 MATCHED = {
     "godefer_prepared_block": "tryfinally_if",
     "godefer_prepared_star": "tryfinally_star",
     "godefer_prepared_star_returned": "tryfinally_star",
+    "godefer_prepared_scoped": "with_cm",
 }
 
 

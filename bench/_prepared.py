@@ -10,12 +10,13 @@ statement that cannot give each a slot, share a list in a frame local. They run 
 A ``with scope():`` block gets slots of its own in the same way (``one_defer_scope``), and so
 does ``defer(*args)`` (``one_defer_star``: its slot holds the callee and the other arguments), as
 a statement, as an assignment's value, or inside another expression (``one_defer_star_returned``,
-``return defer(*args)``). A coroutine's ``adefer(fn)`` statements get slots too, awaited inline on
-its exits (``one_adefer``); an ``adefer`` in a loop is kept by the C++ core
-(``one_adefer_core``), as are the calls of a function with a defer in a comprehension on 3.11.
+``return defer(*args)``), and ``scoped(cm)`` (``one_scoped``: its slot holds the exit). A
+coroutine's ``adefer(fn)`` statements get slots too, awaited inline on its exits
+(``one_adefer``); an ``adefer`` in a loop is kept by the C++ core (``one_adefer_core``), as are
+the calls of a function with a defer in a comprehension on 3.11.
 """
 
-from godefer import adefer, defer, scope
+from godefer import adefer, defer, scope, scoped
 
 
 def is_prepared(func) -> bool:
@@ -48,6 +49,24 @@ def one_defer_star(fn):
 
 def one_defer_star_returned(fn):
     return defer(*(fn,))
+
+
+class Exits:
+    """A context manager whose exit calls fn: scoped(Exits(fn)) and `with Exits(fn):` make
+    the one deferred call the tables count."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.fn()
+
+
+def one_scoped(fn):
+    scoped(Exits(fn))
 
 
 async def one_adefer(fn):
