@@ -14,7 +14,8 @@ import traceback
 
 import pytest
 
-from godefer import defer, errdefer, okdefer, scope
+import godefer._core
+from godefer import ScopeBound, defer, errdefer, okdefer, scope
 from runtime_path import here
 from slot_log import LOG, Tracked, note, open_coded, slot_log  # noqa: F401
 
@@ -271,3 +272,38 @@ def test_a_block_first_fill_then_a_core_entry_and_the_with_line_reports_first():
         sys.settrace(None)
     assert LOG == ["core", "slot", "after"]
     assert lines[:2] == [1, 2]  # `with scope():`, then its first statement
+
+
+class JoinsOnLookup(ScopeBound):
+    """Made by a failed attribute lookup (it is its class's __getattr__): CPython calls it from
+    C, so it joins the frame that looked the attribute up. Callable, so it can be deferred."""
+
+    def __init__(self, *args: object) -> None:
+        self.name = args[-1]
+
+    def __call__(self) -> None:
+        LOG.append(("called", self.name))
+
+    def close(self) -> None:
+        LOG.append(("closed", self.name))
+
+
+class LooksUpByJoining:
+    __getattr__ = JoinsOnLookup
+
+
+BY_JOINING = LooksUpByJoining()
+
+
+def first_defer_of_a_joining_attribute():
+    defer(BY_JOINING.cleanup)
+    LOG.append("body")
+
+
+def test_a_first_defer_whose_callee_joins_the_frame_keeps_both_calls_in_order():
+    # The attribute lookup joins the frame before the defer schedules: a slot filled before the
+    # frame's state exists (_hoisted) lost the joined entry, and kept a record of the frame.
+    pending = godefer._core._pending_frames()
+    first_defer_of_a_joining_attribute()
+    assert LOG == ["body", ("called", "cleanup"), ("closed", "cleanup")]
+    assert godefer._core._pending_frames() == pending

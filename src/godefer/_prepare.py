@@ -1374,11 +1374,11 @@ class OpenCoder:
                     return None
                 first = call.args[0]
                 first = first.value if isinstance(first, ast.Starred) else first
-                if isinstance(first, ast.Lambda) or not _runs_nothing([first]):
+                if not _runs_no_code([first]):
                     return None
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else []
-                return index if _runs_nothing(targets) else None
-            if isinstance(stmt, _COMPOUND) or not _runs_nothing([stmt]):
+                return index if _runs_no_code(targets) else None
+            if isinstance(stmt, _COMPOUND) or not _runs_no_code([stmt]):
                 return None
         return None
 
@@ -2534,6 +2534,45 @@ def _none_init(names: list[str]) -> str:
     if len(names) <= 4:
         return " = ".join(names) + " = None"
     return ", ".join(names) + " = " + ", ".join(["None"] * len(names))
+
+
+# What code before a scope's init may hold (_hoisted): names, constants and their displays, and
+# stores to names. An attribute, a subscript or an operator can call a C-level hook with the
+# frame as the caller (`__getattr__ = SomeScopeBound`), which joins the frame before its state
+# local exists: the init would then forget that entry.
+_NO_CODE = (
+    ast.Name,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.Load,
+    ast.Store,
+    ast.Assign,
+    ast.Expr,
+    ast.Pass,
+    ast.Global,
+    ast.Nonlocal,
+)
+
+
+def _runs_no_code(nodes: list[ast.AST]) -> bool:
+    """Whether evaluating these nodes can run no code at all, not even a hook (operators on
+    constants only)."""
+    operators = (ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+    for n in _own_nodes(nodes):  # type: ignore[arg-type]
+        if isinstance(n, (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare)):
+            if not all(_constant(c) for c in ast.iter_child_nodes(n) if isinstance(c, ast.expr)):
+                return False
+        elif not isinstance(n, (*_NO_CODE, *operators)):
+            return False
+    return True
+
+
+def _constant(node: ast.expr) -> bool:
+    """A constant, or operators on constants."""
+    if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare)):
+        return all(_constant(c) for c in ast.iter_child_nodes(node) if isinstance(c, ast.expr))
+    return isinstance(node, ast.Constant)
 
 
 def _runs_nothing(nodes: list[ast.AST]) -> bool:
