@@ -781,3 +781,42 @@ def test_future_import_and_docstring_stay_valid(load):
     assert m.f(3) == ["3"]
     assert m.LOG[-1] == "f deferred"
     assert str(inspect.signature(m.f)) == "(x: 'int', y: 'NotDefinedAnywhere' = 1) -> 'list[str]'"
+
+
+def test_functions_that_schedule_nothing_keep_their_own_bytecode(load):
+    # A prepared module's other functions pay nothing (DESIGN.md: zero cost for code that does
+    # not use godefer): no store of the result local at their returns, which only a function
+    # whose exit the core finishes reads.
+    src = textwrap.dedent(
+        """\
+        from godefer import defer
+
+
+        def plain(x):
+            if x:
+                return
+            return x + 1
+
+
+        def gen():
+            yield 1
+            return
+
+
+        async def coro(x):
+            return x
+
+
+        def uses(fn):
+            defer(fn)
+            return 1
+        """
+    )
+    m = load(src, "untouched")
+    plain_ns: dict = {}
+    exec(compile(src.replace("from godefer import defer", ""), m.SOURCE_PATH, "exec"), plain_ns)
+    for name in ("plain", "gen", "coro"):
+        assert not godefer._rt.is_prepared(getattr(m, name).__code__)
+        assert getattr(m, name).__code__.co_code == plain_ns[name].__code__.co_code, name
+        assert "__godefer_rv__" not in getattr(m, name).__code__.co_varnames
+    assert godefer._rt.is_prepared(m.uses.__code__)

@@ -909,20 +909,9 @@ class Preparer(ast.NodeTransformer):
             return self.open_coder.return_site(node)
         if node.value is not None:
             node.value = self.visit(node.value)
-            if self._scope_kind() in ("function", "generator"):
-                node.value = ast.copy_location(
-                    ast.NamedExpr(
-                        target=ast.copy_location(ast.Name(id=RV, ctx=ast.Store()), node.value),
-                        value=node.value,
-                    ),
-                    node.value,
-                )
-        elif self._scope_kind() in ("function", "generator"):
-            # The exit returns the result local, which may still hold the value of a return
-            # whose exit raised and was caught in the function: a bare return returns None.
-            none = ast.Assign(targets=[_name(RV, ast.Store())], value=ast.Constant(None))
-            return [_at_line(none, node.lineno), node]
-        return node
+        if self.open_coder is None:  # a function the core keeps, if it schedules: _wrap_function
+            return node
+        return _storing_result(node)
 
     def _hoisted_star(self, node: ast.Return) -> list[ast.stmt]:
         """`return defer(*args)`: the call is all the statement evaluates, so it runs first as
@@ -952,6 +941,8 @@ class Preparer(ast.NodeTransformer):
     ) -> list[ast.stmt]:
         docstring, rest = _split_docstring(body)
         valued = kind != "async_generator"  # `return value` is illegal in an async generator
+        if valued:
+            rest = _results_stored(rest)
         init = f"{RV} = None\n{STATE} = None" if valued else f"{STATE} = None"
         first = _first_user_line(rest) if rest else line
         on_return, on_exception = (
@@ -2438,6 +2429,38 @@ def _exit_structure(
     handler.body = on_exception
     _at_line(handler, line)
     return [*init, outer]
+
+
+def _storing_result(node: ast.Return) -> ast.stmt | list[ast.stmt]:
+    """A return whose value the function's shared exit returns from the result local: `return
+    (rv := x)`; a bare return stores None first (the local may still hold the value of a return
+    whose exit raised and was caught in the function)."""
+    if node.value is None:
+        none = ast.Assign(targets=[_name(RV, ast.Store())], value=ast.Constant(None))
+        return [_at_line(none, node.lineno), node]
+    store = ast.NamedExpr(
+        target=ast.copy_location(_name(RV, ast.Store()), node.value), value=node.value
+    )
+    node.value = ast.copy_location(store, node.value)
+    return node
+
+
+def _results_stored(body: list[ast.stmt]) -> list[ast.stmt]:
+    """`body` with each of its own returns _storing_result (not those of nested scopes): only a
+    function that schedules pays for the store, once it is known to schedule."""
+    out: list[ast.stmt] = []
+    for stmt in body:
+        if isinstance(stmt, ast.Return):
+            out += _as_list(_storing_result(stmt))
+            continue
+        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for part in ("body", "orelse", "finalbody"):
+                if isinstance(getattr(stmt, part, None), list):
+                    setattr(stmt, part, _results_stored(getattr(stmt, part)))
+            for holder in [*getattr(stmt, "handlers", []), *getattr(stmt, "cases", [])]:
+                holder.body = _results_stored(holder.body)
+        out.append(stmt)
+    return out
 
 
 def _return_at_branch_ends(body: list[ast.stmt], made: set[int]) -> None:
