@@ -307,3 +307,25 @@ def test_a_first_defer_whose_callee_joins_the_frame_keeps_both_calls_in_order():
     first_defer_of_a_joining_attribute()
     assert LOG == ["body", ("called", "cleanup"), ("closed", "cleanup")]
     assert godefer._core._pending_frames() == pending
+
+
+def first_defer_of_joining_items(items):
+    defer(*items)
+    LOG.append("body")
+
+
+def first_defer_of_varargs(*args):
+    defer(*args)
+    LOG.append("body")
+
+
+def test_a_first_starred_defer_whose_unpacking_joins_the_frame_keeps_both_calls():
+    # Unpacking a map calls JoinsOnLookup from C with this frame as the caller: it joins the
+    # frame before the defer schedules, so the fill must come after the frame's state exists.
+    pending = godefer._core._pending_frames()
+    first_defer_of_joining_items(map(JoinsOnLookup, ["cleanup"]))
+    assert LOG == ["body", ("called", "cleanup"), ("closed", "cleanup")]
+    assert godefer._core._pending_frames() == pending
+    LOG.clear()
+    first_defer_of_varargs(note("varargs"))  # *args is a tuple: its fill still goes first
+    assert LOG == ["body", "varargs"]

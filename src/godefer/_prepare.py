@@ -276,7 +276,15 @@ class Preparer(ast.NodeTransformer):
             slots, blocks = found
             outer, self.open_coder = (
                 self.open_coder,
-                OpenCoder(self, kind, _first_line(node), slots, blocks=blocks, awaits=awaits),
+                OpenCoder(
+                    self,
+                    kind,
+                    _first_line(node),
+                    slots,
+                    blocks=blocks,
+                    awaits=awaits,
+                    tuples=_tuple_names(node),
+                ),
             )
             try:
                 node.body = self.open_coder.rewrite(node.body)
@@ -1064,8 +1072,12 @@ class OpenCoder:
         prefix: str = "__godefer_",
         root: OpenCoder | None = None,
         awaits: bool = False,
+        tuples: frozenset[str] = frozenset(),
     ) -> None:
         self.preparer = preparer
+        # Names that always hold a tuple here (a `*args` the function never rebinds): unpacking
+        # them runs no code (_hoisted).
+        self.tuples = tuples
         # A coroutine with adefer slots: its exits await them inline, and hand what is left to
         # the core as an AsyncExit to step (_async_exits), never to a drain that cannot await.
         self.awaits = awaits
@@ -1364,7 +1376,12 @@ class OpenCoder:
                 if not plain or len(call.args) != 1 or call.keywords:
                     return None
                 first = call.args[0]
-                first = first.value if isinstance(first, ast.Starred) else first
+                if isinstance(first, ast.Starred):
+                    # Unpacking iterates, which can run a C-level hook too, unless it is a tuple.
+                    first = first.value
+                    tuple_name = isinstance(first, ast.Name) and first.id in self.root.tuples
+                    if not (tuple_name or isinstance(first, (ast.Tuple, ast.List))):
+                        return None
                 if not _runs_no_code([first]):
                     return None
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else []
@@ -2429,6 +2446,23 @@ def _exit_structure(
     handler.body = on_exception
     _at_line(handler, line)
     return [*init, outer]
+
+
+def _tuple_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> frozenset[str]:
+    """The function's `*args` parameter when nothing in its body (nested scopes included) can
+    rebind it, so it always holds a tuple; any other use of the name than a load counts."""
+    if node.args.vararg is None:
+        return frozenset()
+    name = node.args.vararg.arg
+    for n in ast.walk(ast.Module(body=node.body, type_ignores=[])):
+        if isinstance(n, ast.Name):
+            if n.id == name and not isinstance(n.ctx, ast.Load):
+                return frozenset()
+        elif not isinstance(n, ast.Attribute):
+            for value in vars(n).values():
+                if value == name or (isinstance(value, list) and name in value):
+                    return frozenset()
+    return frozenset({name})
 
 
 def _storing_result(node: ast.Return) -> ast.stmt | list[ast.stmt]:
