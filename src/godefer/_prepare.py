@@ -1137,7 +1137,7 @@ class OpenCoder:
             *(f"{self.p}{i}__" for i in range(filled, len(self.slots)) if i not in self.unbound),
         ]
         head_stmts, early = out[:head], self._check_first_fill()
-        if early is not None:  # before the statements before it (they call nothing), at their line
+        if early is not None:  # before the statements before it (they run no code), at their line
             check_init = _parse(_check_init(early))
             head_stmts = [*(_at_line(s, head_stmts[0].lineno) for s in check_init), *head_stmts]
         init = _none_init(locals_) + "\n"
@@ -1364,10 +1364,11 @@ class OpenCoder:
 
     def _hoisted(self, body: list[ast.stmt]) -> int | None:
         """The index of the first statement that fills a slot, when it and everything before
-        it can go before the scope's try: the fill is `defer(f)` (or `x = defer(f)`), and no
-        call, await or yield before it or in `f` could have made the core hold an entry of the
+        it can go before the scope's try: the fill is `defer(f)` (or `x = defer(f)`, or
+        `defer(*t)` with `t` a tuple), and nothing before it or in `f` can run code, not even a
+        C-level hook (_runs_no_code), so nothing can have made the core hold an entry of the
         scope (a ScopeBound joins the scope of the code that calls its class) or need an exit.
-        If that code raises, nothing is pending. None otherwise."""
+        If the fill raises, nothing is pending. None otherwise."""
         for index, stmt in enumerate(body):
             call = self._slot_call_of(stmt)
             if call is not None:
