@@ -252,7 +252,12 @@ PyObject* prepared_bind_slots(PyObject* /*module*/, PyObject* names) {
             index = PyTuple_GET_ITEM(locals, i) == name ? static_cast<int>(i) : -1;
         }
         if (index < 0 && PyUnicode_Check(name)) {
-            index = local_index(code, PyUnicode_AsUTF8(name));
+            const char* utf8 = PyUnicode_AsUTF8(name);
+            if (utf8 != nullptr) {
+                index = local_index(code, utf8);
+            } else {
+                PyErr_Clear();  // reported as missing below
+            }
         }
         if (index < 0) {
             PyErr_Format(PyExc_SystemError, "godefer: no slot local %R in %R", name, code);
