@@ -820,3 +820,64 @@ def test_functions_that_schedule_nothing_keep_their_own_bytecode(load):
         assert getattr(m, name).__code__.co_code == plain_ns[name].__code__.co_code, name
         assert "__godefer_rv__" not in getattr(m, name).__code__.co_varnames
     assert godefer._rt.is_prepared(m.uses.__code__)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="STORE_FAST_STORE_FAST is 3.13's")
+def test_inits_store_their_names_apart_on_313(load):
+    # On 3.13 a fused pair of stores made the one-defer function ~40% slower than try/finally in
+    # most processes of the project machine (bench/README.md): the inits keep their stores apart.
+    import dis
+
+    src = textwrap.dedent(
+        """\
+        from godefer import defer, scope
+
+
+        def top(fn):
+            defer(fn)
+
+
+        def guarded(fn):
+            if fn:
+                defer(fn)
+
+
+        def block(fn):
+            with scope():
+                defer(fn)
+                defer(fn)
+
+
+        def many(fn):
+            for _ in range(2):
+                defer(fn)
+            if fn:
+                defer(fn)
+                defer(fn)
+                defer(fn)
+                defer(fn)
+        """
+    )
+    m = load(src, "apart")
+    for name in ("top", "guarded", "block", "many"):
+        code = getattr(m, name).__code__
+        assert godefer._rt.is_prepared(code), name
+        fused = [
+            ins.argrepr
+            for ins in dis.get_instructions(code)
+            if ins.opname == "STORE_FAST_STORE_FAST"
+            and all(part.strip().startswith("__godefer_") for part in ins.argrepr.split(","))
+            and ins.offset < _first_handler(code)
+        ]
+        assert fused == [], (name, fused)
+        calls: list[int] = []
+        getattr(m, name)(lambda: calls.append(1))
+        assert calls, name
+
+
+def _first_handler(code) -> int:
+    """The offset where the first exception handler starts: the code before it is the body's."""
+    import dis
+
+    entries = dis.Bytecode(code).exception_entries
+    return min((e.target for e in entries), default=len(code.co_code))

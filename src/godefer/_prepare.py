@@ -1010,6 +1010,12 @@ DRAIN_IN_BYTECODE = sys.version_info >= (3, 13)
 # a phantom line to coverage). There it carries the line of the body's last statement instead,
 # which ran (the header of a compound one); 3.13 leaves a location-less exit without a line.
 FALL_OFF_LOCATED = sys.version_info < (3, 13)
+# CPython 3.13 fuses two adjacent stores to locals into STORE_FAST_STORE_FAST (a chain
+# `a = b = None` or a two-name unpacking). On the project machine a function running one took
+# about 20 ns longer (40% of a try/finally function's call) in most processes, in none with the
+# stores apart (bench/README.md, "3.13 and paired stores"). So on 3.13 the inits store their
+# names one statement each: 7 instructions more per pair under callgrind.
+SPLIT_STORES = sys.version_info >= (3, 13)
 # Values of the state local of an open-coded function besides None (running); the core reads
 # them too (open_coded.hpp).
 OPEN_BODY_RAISED = 1  # the body raised: the handler calls the reached slots inline
@@ -2588,7 +2594,11 @@ def _none_init(names: list[str]) -> str:
     side one constant tuple, which the interpreter unpacks into stores it fuses in pairs. A chain
     `a = b = c = None` costs a copy and a store per name, about 12 instructions more per name
     on 3.12 under callgrind, but the unpacking costs about 40 once: for four names or fewer the
-    chain is cheaper."""
+    chain is cheaper.
+
+    On 3.13 each name gets a statement of its own (SPLIT_STORES)."""
+    if SPLIT_STORES:
+        return "\n".join(f"{name} = None" for name in names)
     if len(names) <= 4:
         return " = ".join(names) + " = None"
     return ", ".join(names) + " = " + ", ".join(["None"] * len(names))
