@@ -15,6 +15,7 @@ godefer's import hook; "the same code without preparation" is the same source co
 from __future__ import annotations
 
 import asyncio
+import dis
 import importlib
 import inspect
 import sys
@@ -826,8 +827,6 @@ def test_functions_that_schedule_nothing_keep_their_own_bytecode(load):
 def test_inits_store_their_names_apart_on_313(load):
     # On 3.13 a fused pair of stores made the one-defer function ~40% slower than try/finally in
     # most processes of the project machine (bench/README.md): the inits keep their stores apart.
-    import dis
-
     src = textwrap.dedent(
         """\
         from godefer import defer, scope
@@ -877,7 +876,5 @@ def test_inits_store_their_names_apart_on_313(load):
 
 def _first_handler(code) -> int:
     """The offset where the first exception handler starts: the code before it is the body's."""
-    import dis
-
     entries = dis.Bytecode(code).exception_entries
     return min((e.target for e in entries), default=len(code.co_code))
